@@ -1,0 +1,283 @@
+"""One strict, layered configuration for all stages.
+
+Resolution order (later wins): ``pipeline.yaml`` (project defaults) <- presets (e.g. the demo)
+<- ``--config FILE`` (any number) <- dotted ``key=value`` overrides. Every layer is validated
+against the pydantic schema below; an unknown key, a mistyped key or a wrong type raises
+``ConfigError`` with one line naming the key path and the closest valid key.
+
+The schema's defaults equal ``pipeline.yaml`` (a test keeps them in sync); the YAML file is
+where each knob is documented.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "pipeline.yaml"
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+# ---------------------------------------------------------------------------------- synth
+class SynthConfig(_Strict):
+    n_videos: int = Field(12, ge=2)
+    n_val: int = Field(4, ge=1)
+    duration_s: list[float] = [10.0, 40.0]
+    fps: list[int] = [25, 30]
+    frame_sizes: list[list[int]] = [[320, 240], [360, 288], [288, 288]]
+    crop_size: int = 112
+    boundary_jitter_s: float = Field(0.25, ge=0)
+    ambiguous_rate: float = Field(0.15, ge=0, le=1)
+    no_face_fraction: float = Field(0.05, ge=0, le=0.5)
+    occlusion_fraction: float = Field(0.05, ge=0, le=0.5)
+    unannotated_fraction: float = Field(0.03, ge=0, le=0.5)
+    stills_train_per_class: int = Field(80, ge=1)
+    stills_test_per_class: int = Field(20, ge=1)
+    still_size: int = 100
+    jobs: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.n_val >= self.n_videos:
+            raise ValueError("n_val must be smaller than n_videos")
+        if len(self.duration_s) != 2 or not 0 < self.duration_s[0] <= self.duration_s[1]:
+            raise ValueError("duration_s must be [min, max] seconds with 0 < min <= max")
+        if any(len(s) != 2 for s in self.frame_sizes):
+            raise ValueError("frame_sizes entries must be [width, height]")
+        return self
+
+
+# ---------------------------------------------------------------------------------- stage 0
+class IngestConfig(_Strict):
+    check_frame_count: bool = True
+    default_fps: float = Field(30.0, gt=0)
+
+
+class Stage0Config(_Strict):
+    ingest: IngestConfig = IngestConfig()
+    jobs: int = Field(1, ge=1)
+
+
+# ---------------------------------------------------------------------------------- stage 1
+class EncoderModelConfig(_Strict):
+    name: str = "swin_base_patch4_window7_224"
+    pretrained: str | None = None
+    img_size: int = Field(224, ge=16)
+    embed_dim: int | None = None
+    depths: list[int] | None = None
+    num_heads: list[int] | None = None
+    window_size: int | None = None
+    mean: list[float] = [0.485, 0.456, 0.406]
+    std: list[float] = [0.229, 0.224, 0.225]
+
+
+class EmbedConfig(_Strict):
+    batch_size: int = Field(64, ge=1)
+    workers: int = Field(2, ge=0)
+    dtype: Literal["float16"] = "float16"
+
+
+class Stage1Config(_Strict):
+    model: EncoderModelConfig = EncoderModelConfig()
+    embed: EmbedConfig = EmbedConfig()
+
+
+# ---------------------------------------------------------------------------------- stage 2
+class Stage2DataConfig(_Strict):
+    clip_len: int = Field(100, ge=2)
+    stride_eval: int | None = None
+    split: Literal["official"] = "official"
+    preload: Literal["cpu", "device"] = "cpu"
+
+
+class TemporalModelConfig(_Strict):
+    d_model: int = Field(512, ge=1)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(1, ge=1)
+    ff: int = Field(512, ge=1)
+    dropout: float = Field(0.6, ge=0, lt=1)
+    pos: Literal["none", "learned", "sine"] = "none"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class Stage2TrainConfig(_Strict):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    wd: float = Field(0.01, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float | None = 1.0
+
+
+class Stage2Config(_Strict):
+    data: Stage2DataConfig = Stage2DataConfig()
+    model: TemporalModelConfig = TemporalModelConfig()
+    train: Stage2TrainConfig = Stage2TrainConfig()
+
+
+# ---------------------------------------------------------------------------------- root
+class Config(_Strict):
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    artifacts_dir: str = "artifacts"
+    threads: int = Field(0, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    synth: SynthConfig = SynthConfig()
+    stage0: Stage0Config = Stage0Config()
+    stage1: Stage1Config = Stage1Config()
+    stage2: Stage2Config = Stage2Config()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------------- loading
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-4 as a float (YAML 1.1 only accepts 1.0e-4)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def load_yaml_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = parse_yaml(path.read_text(), str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, groups and leaves."""
+    keys = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        keys.append(path)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys.extend(all_keys(ann, path + "."))
+    return keys
+
+
+def closest_key(key: str) -> str | None:
+    """The valid dotted key nearest to a wrong one (same depth preferred as a fallback)."""
+    valid = all_keys()
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if not match:
+        same_depth = [k for k in valid if k.count(".") == key.count(".")]
+        match = difflib.get_close_matches(key, same_depth, n=1, cutoff=0.3)
+    return match[0] if match else None
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_override(data: dict, item: str) -> dict:
+    """Apply one ``a.b.c=value`` override (value parsed as YAML) to a nested dict."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {item!r}: empty key path")
+    value = parse_yaml(raw, f"override {key}") if raw.strip() else None
+    out = copy.deepcopy(data)
+    node = out
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {key}: '{'.'.join(parts[:i + 1])}' is a value, not a group")
+        node = nxt
+    node[parts[-1]] = value
+    return out
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"])
+    if e["type"] == "extra_forbidden":
+        hint = closest_key(key)
+        suffix = f" (did you mean '{hint}'?)" if hint else ""
+        return f"{source}: unknown config key '{key}'{suffix}"
+    got = e.get("input")
+    got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+    where = f"'{key}'" if key else "config"
+    extra = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    return f"{source}: {where}: {e['msg']}{got_s}{extra}"
+
+
+def validate(data: dict, source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(config_files: list[str | Path] | None = None, overrides: list[str] | None = None,
+                presets: list[str] | None = None, base: str | Path | None = DEFAULT_CONFIG) -> Config:
+    """Resolve the layered configuration. Each layer is validated on its own so the error
+    names the file (or override) that introduced a bad key."""
+    data: dict = {}
+    layers: list[tuple[str, dict]] = []
+    if base is not None and Path(base).is_file():
+        layers.append((str(base), load_yaml_file(base)))
+    for name in presets or []:
+        layers.append((f"preset {name}", load_yaml_file(PRESETS_DIR / f"{name}.yaml")))
+    for f in config_files or []:
+        layers.append((str(f), load_yaml_file(f)))
+    for source, layer in layers:
+        data = deep_merge(data, layer)
+        validate(data, source)
+    for item in overrides or []:
+        data = apply_override(data, item)
+        validate(data, f"override {item.partition('=')[0]}")
+    return validate(data)
