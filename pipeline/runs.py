@@ -1,0 +1,73 @@
+"""Run directories: ``artifacts/runs/<stage>/<run-id>/`` with the resolved config and git SHA."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import PROJECT_ROOT, Config
+from pipeline.io import write_json, write_text
+
+
+def git_sha() -> str:
+    """``<sha>`` of the checkout (``-dirty`` appended when tracked files differ), or 'unknown'."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid() % 10000:04d}"
+
+
+def default_run_dir(cfg: Config, stage: str) -> Path:
+    return Path(cfg.artifacts_dir) / "runs" / stage / new_run_id()
+
+
+def init_run_dir(run_dir: str | Path, cfg: Config, stage: str) -> Path:
+    """Create the run dir and record how it was produced: resolved config, git SHA, command."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", cfg.to_yaml())
+    write_text(run_dir / "git_sha.txt", git_sha() + "\n")
+    write_json(run_dir / "run.json", {
+        "stage": stage, "argv": sys.argv, "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "git_sha": git_sha(), "torch": torch.__version__, "python": sys.version.split()[0],
+    })
+    return run_dir
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(cfg: Config) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        from pipeline.errors import ConfigError
+
+        raise ConfigError("device=cuda but no CUDA device is available")
+    return torch.device(cfg.device)
+
+
+def setup_torch(cfg: Config) -> torch.device:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    return resolve_device(cfg)

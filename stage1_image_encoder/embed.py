@@ -1,0 +1,125 @@
+"""Embed every frame of a manifest once into the embedding store.
+
+All pending crops stream through one DataLoader in (video, frame) order; a video is written to
+the store (completion marker last) as soon as its last crop has been embedded, so a killed run
+loses at most the videos in flight. Videos already complete in the store are skipped.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pipeline.config import Config
+from pipeline.store import EmbeddingStore
+from stage1_image_encoder.data import CropFiles
+from stage1_image_encoder.model import embed, encoder_key, preprocessing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    """A video being assembled: rows of the full frame index, filled as crops arrive."""
+    name: str
+    rows: pd.DataFrame
+    emb: np.ndarray
+    face: np.ndarray
+    remaining: int
+    bad_jpegs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EmbedResult:
+    store: Path
+    encoder_key: str
+    written: list[str]
+    skipped: list[str]
+    failures: list[str]
+    frames: int
+
+
+def _video_attrs(rows: pd.DataFrame) -> dict:
+    t = rows["time_s"].to_numpy()
+    fps = float((len(t) - 1) / (t[-1] - t[0])) if len(t) > 1 and t[-1] > t[0] else 0.0
+    return {"fps": round(fps, 4), "split": str(rows["split"].iloc[0] or ""),
+            "source": str(rows["video"].iloc[0])}
+
+
+def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, store_path: Path,
+                   device: torch.device) -> EmbedResult:
+    mcfg = cfg.stage1.model
+    key = encoder_key(model, mcfg)
+    model = model.to(device).eval()
+    dim = int(model.num_features)
+    store = EmbeddingStore.create_or_open(store_path, key, preprocessing(mcfg), dim)
+
+    pending: list[_Pending] = []
+    skipped, written, failures = [], [], []
+    for name, rows in manifest.groupby("video", sort=True):
+        rows = rows.sort_values("frame")
+        if store.is_complete(name):
+            skipped.append(name)
+            continue
+        T = len(rows)
+        pending.append(_Pending(name, rows.reset_index(drop=True), np.zeros((T, dim), np.float16),
+                                np.zeros(T, bool), int(rows["has_face"].sum())))
+    if skipped:
+        log.info("%d video(s) already complete in %s, skipped", len(skipped), store_path)
+
+    # One flat, ordered list of crops of all pending videos: (pending index, row index, path).
+    owners, positions, paths = [], [], []
+    for i, p in enumerate(pending):
+        idx = np.flatnonzero(p.rows["has_face"].to_numpy())
+        owners += [i] * len(idx)
+        positions += idx.tolist()
+        paths += p.rows["crop_path"].iloc[idx].tolist()
+
+    def finish(p: _Pending) -> None:
+        if not np.isfinite(p.emb.astype(np.float32)).all():
+            msg = f"{p.name}: encoder produced NaN/Inf embeddings; video not written"
+            log.error(msg)
+            failures.append(msg)
+            return
+        if p.bad_jpegs:
+            log.warning("%s: %d unreadable crop(s) marked face=False (first: %s)", p.name,
+                        len(p.bad_jpegs), p.bad_jpegs[0])
+        store.write_video(p.name, p.emb, p.rows["label"].to_numpy(np.int8), p.face,
+                          _video_attrs(p.rows))
+        written.append(p.name)
+
+    for p in pending:  # videos without any face crop are complete already
+        if p.remaining == 0:
+            finish(p)
+
+    if paths:
+        loader = DataLoader(CropFiles(paths, mcfg), batch_size=cfg.stage1.embed.batch_size,
+                            shuffle=False, num_workers=cfg.stage1.embed.workers,
+                            pin_memory=device.type == "cuda",
+                            persistent_workers=False)
+        use_amp = device.type == "cuda"
+        with torch.inference_mode(), tqdm(total=len(paths), desc="embed", unit="frame",
+                                          dynamic_ncols=True) as bar:
+            for idx, images, ok in loader:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = embed(model, images.to(device, non_blocking=True))
+                out = out.float().cpu().numpy()
+                for j, flat in enumerate(idx.tolist()):
+                    p = pending[owners[flat]]
+                    row = positions[flat]
+                    if ok[j]:
+                        p.emb[row] = out[j]
+                        p.face[row] = True
+                    else:
+                        p.bad_jpegs.append(paths[flat])
+                    p.remaining -= 1
+                    if p.remaining == 0:
+                        finish(p)
+                bar.update(len(idx))
+    return EmbedResult(store_path, key, written, skipped, failures, len(paths))

@@ -1,0 +1,91 @@
+"""The image encoder: a timm backbone (Swin by default) with a linear head over the 8 classes.
+
+The embedding is timm's pooled pre-logits feature, ``forward_head(forward_features(x),
+pre_logits=True)``: (B, 3, H, W) -> (B, D), D = ``model.num_features`` (1024 for swin_base).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from pipeline.config import EncoderModelConfig
+from pipeline.errors import UsageError
+from pipeline.labels import NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+
+def _timm_kwargs(cfg: EncoderModelConfig) -> dict:
+    kwargs = {"img_size": cfg.img_size}
+    for name in ("embed_dim", "window_size"):
+        if getattr(cfg, name) is not None:
+            kwargs[name] = getattr(cfg, name)
+    for name in ("depths", "num_heads"):
+        if getattr(cfg, name) is not None:
+            kwargs[name] = tuple(getattr(cfg, name))
+    return kwargs
+
+
+def build_encoder(cfg: EncoderModelConfig, checkpoint: str | Path | None = None) -> nn.Module:
+    """timm model with an 8-way head; weights from ``checkpoint`` or ``cfg.pretrained`` if set."""
+    try:
+        model = timm.create_model(cfg.name, pretrained=False, num_classes=NUM_CLASSES,
+                                  **_timm_kwargs(cfg))
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise UsageError(f"stage1.model: cannot build timm model {cfg.name!r} ({e})") from None
+    source = checkpoint or cfg.pretrained
+    if source:
+        load_weights(model, source)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state dict from .safetensors or a weights-only torch file (never unpickles code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"encoder weights not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a state dict"
+            raise UsageError(f"{path}: not a weights-only state dict ({e.__class__.__name__})") from None
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UsageError(f"{path}: not a state dict of tensors")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith("head")]:
+        raise UsageError(f"{path}: weights do not fit {type(model).__name__} "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) normalised images -> (B, D) pooled pre-logits embeddings."""
+    return model.forward_head(model.forward_features(images), pre_logits=True)
+
+
+def preprocessing(cfg: EncoderModelConfig) -> dict:
+    """Everything besides the weights that changes the embedding of a crop."""
+    return {"name": cfg.name, "img_size": cfg.img_size, "mean": list(cfg.mean), "std": list(cfg.std),
+            "timm_kwargs": {k: list(v) if isinstance(v, tuple) else v
+                            for k, v in _timm_kwargs(cfg).items()},
+            "color": "RGB", "resize": "bilinear"}
+
+
+def encoder_key(model: nn.Module, cfg: EncoderModelConfig) -> str:
+    """Hash of weights + preprocessing: the store key (16 hex chars)."""
+    h = hashlib.sha256(json.dumps(preprocessing(cfg), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,76 @@
+"""Temporal model: projection D -> d, Transformer encoder over the clip, per-frame 8-way head.
+
+Defaults follow the V-NAW release (4 layers, d 512, 1 head, ff 512, dropout 0.6, no positional
+encoding); all of it is configurable.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pipeline.config import TemporalModelConfig
+from pipeline.labels import NUM_CLASSES
+
+
+class SinePositions(nn.Module):
+    def __init__(self, d_model: int, max_len: int = 4096):
+        super().__init__()
+        pos = torch.arange(max_len)[:, None]
+        div = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+        pe = torch.zeros(max_len, d_model)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div)[:, : d_model // 2]
+        self.register_buffer("pe", pe, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pe[: x.shape[1]]
+
+
+class LearnedPositions(nn.Module):
+    def __init__(self, d_model: int, max_len: int = 1024):
+        super().__init__()
+        self.pe = nn.Parameter(torch.zeros(max_len, d_model))
+        nn.init.trunc_normal_(self.pe, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] > self.pe.shape[0]:
+            raise ValueError(f"clip of {x.shape[1]} frames exceeds learned positions ({self.pe.shape[0]})")
+        return x + self.pe[: x.shape[1]]
+
+
+class TemporalTransformer(nn.Module):
+    def __init__(self, in_dim: int, cfg: TemporalModelConfig, num_classes: int = NUM_CLASSES,
+                 max_len: int = 1024):
+        super().__init__()
+        self.in_dim = in_dim
+        self.proj = nn.Linear(in_dim, cfg.d_model)
+        if cfg.pos == "sine":
+            self.pos = SinePositions(cfg.d_model, max(max_len, 4096))
+        elif cfg.pos == "learned":
+            self.pos = LearnedPositions(cfg.d_model, max_len)
+        else:
+            self.pos = nn.Identity()
+        layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.heads, cfg.ff, cfg.dropout,
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.head = nn.Linear(cfg.d_model, num_classes)
+
+    def forward_features(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, P, D) embeddings, (B, P) bool valid keys -> (B, P, d) temporal features.
+
+        Invalid frames (no face, dropped, padding) are removed from attention as keys; their
+        own outputs still exist (they read the valid frames), so every frame gets a prediction.
+        A clip with no valid frame at all attends to everything rather than to nothing (NaN).
+        """
+        h = self.pos(self.proj(x))
+        mask = None
+        if valid is not None:
+            valid = valid | ~valid.any(dim=1, keepdim=True)
+            mask = ~valid
+        return self.encoder(h, src_key_padding_mask=mask)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, P, D) -> (B, P, num_classes) logits."""
+        return self.head(self.forward_features(x, valid))
