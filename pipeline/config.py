@@ -148,7 +148,7 @@ class Config(_Strict):
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
 # ---------------------------------------------------------------------------------- loading

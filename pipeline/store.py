@@ -199,3 +199,16 @@ class LoadedStore:
 
     def index(self, video: str) -> int:
         return self.videos.index(video)
+
+    def select(self, indices: list[int]) -> LoadedStore:
+        """The given videos only, as a new contiguous LoadedStore (copies their rows)."""
+        spans = [slice(int(self.offsets[i]), int(self.offsets[i + 1])) for i in indices]
+
+        def cat(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a[s] for s in spans]) if spans else a[:0].copy()
+
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum([s.stop - s.start for s in spans], out=offsets[1:])
+        return LoadedStore([self.videos[i] for i in indices], offsets, cat(self.emb),
+                           cat(self.label), cat(self.face), [self.attrs[i] for i in indices],
+                           self.encoder_key, self.dim)

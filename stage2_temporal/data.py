@@ -36,17 +36,6 @@ class TemporalCache:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def subset(self, indices: list[int]) -> TemporalCache:
-        """Cache restricted to some videos (copies their rows)."""
-        spans = [torch.arange(self.offsets[i], self.offsets[i + 1], device=self.emb.device)
-                 for i in indices]
-        rows = torch.cat(spans) if spans else torch.zeros(0, dtype=torch.long, device=self.emb.device)
-        lens = [int(self.offsets[i + 1] - self.offsets[i]) for i in indices]
-        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        return TemporalCache(self.emb[rows], self.label[rows], self.face[rows], offsets,
-                             [self.videos[i] for i in indices])
-
 
 @dataclass
 class ClipBatch:

@@ -1,0 +1,80 @@
+"""``fer-pipeline`` (= ``python -m pipeline``): one command line for every stage (SPEC §8).
+
+Exit codes: 0 success, 1 some inputs failed (the rest done), 2 usage or config error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pipeline.cliutil import add_config_args, resolve_config, summary
+from pipeline.errors import EXIT_OK, EXIT_USAGE, UsageError
+
+log = logging.getLogger("fer")
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    cfg = resolve_config(args, presets=["demo"] if args.demo else None)
+    print(cfg.to_yaml(), end="")
+    return EXIT_OK
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.synth import generate
+
+    cfg = resolve_config(args)
+    seed = cfg.seed if args.seed is None else args.seed
+    info = generate(cfg.synth, Path(args.out), seed)
+    totals = info.get("totals", {})
+    summary(f"synth: {len(info.get('videos', []))} annotated videos, {totals.get('frames', '?')} "
+            f"frames, {totals.get('stills', '?')} still images (seed {seed}) -> {args.out}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.commands import demo
+    from stage0_preprocess import main as stage0
+    from stage1_image_encoder import main as stage1
+    from stage2_temporal import main as stage2
+
+    parser = argparse.ArgumentParser(
+        prog="fer-pipeline", description="Video facial-expression recognition: stage 0 (faces) "
+        "-> stage 1 (cached Swin embeddings) -> stage 2 (Transformer + V-NAW).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cfg = sub.add_parser("config", help="inspect the resolved configuration")
+    cfg_sub = cfg.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = add_config_args(cfg_sub.add_parser("show", help="print the resolved config as YAML"))
+    show.add_argument("--demo", action="store_true", help="include the demo preset")
+    show.set_defaults(handler=_config_show)
+
+    syn = add_config_args(sub.add_parser("synth", help="generate the demo data set"))
+    syn.add_argument("--out", required=True, metavar="DIR")
+    syn.add_argument("--seed", type=int, default=None, help="default: the config's seed")
+    syn.set_defaults(handler=_synth)
+
+    stage0.register(sub)
+    stage1.register(sub)
+    stage2.register(sub)
+    demo.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Commands that chain stages (demo, predict)."""

@@ -1,0 +1,1 @@
+"""Stage 0: videos -> aligned face crops + frame manifest (parquet)."""

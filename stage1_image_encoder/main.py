@@ -1,0 +1,71 @@
+"""Stage 1 entry.
+
+    fer-pipeline stage1 embed --manifest DIR/manifest.parquet [--run RUN_DIR] [--store STORE]
+    python -m stage1_image_encoder embed --manifest ... stage1.embed.batch_size=256
+
+Without ``--run`` the encoder is built from ``stage1.model`` (weights from
+``stage1.model.pretrained``, else a seeded random init). The store defaults to
+``<artifacts_dir>/embeddings/<encoder-key>``; complete videos already in it are skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from pipeline.cliutil import add_config_args, resolve_config, summary
+from pipeline.config import Config, load_config
+from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
+from pipeline.manifest import read_manifest
+from pipeline.runs import setup_torch
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stage1", help="image encoder: embed crops into the store")
+    s1 = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    emb = add_config_args(s1.add_parser("embed", help="embed every manifest frame into the store"))
+    emb.add_argument("--manifest", required=True, metavar="FILE")
+    emb.add_argument("--run", metavar="RUN_DIR", help="stage-1 run dir whose encoder to use")
+    emb.add_argument("--store", metavar="DIR", help="store path (default: artifacts/embeddings/<key>)")
+    emb.set_defaults(handler=embed_command)
+
+
+def encoder_from(cfg: Config, run_dir: str | Path | None = None):
+    """(model, model config) from a stage-1 run dir, or from ``cfg.stage1.model``."""
+    from stage1_image_encoder.model import build_encoder
+
+    if run_dir is None:
+        torch.manual_seed(cfg.seed)
+        return build_encoder(cfg.stage1.model), cfg.stage1.model
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoint.safetensors"
+    if not ckpt.is_file():
+        raise UsageError(f"{run_dir}: no checkpoint.safetensors (not a finished stage-1 run)")
+    mcfg = load_config([run_dir / "config.yaml"], base=None).stage1.model
+    return build_encoder(mcfg, checkpoint=ckpt), mcfg
+
+
+def run_embed(manifest_path: str | Path, cfg: Config, run_dir=None, store: str | Path | None = None):
+    from stage1_image_encoder.embed import embed_manifest
+    from stage1_image_encoder.model import encoder_key
+
+    device = setup_torch(cfg)
+    manifest = read_manifest(manifest_path)
+    model, mcfg = encoder_from(cfg, run_dir)
+    cfg = cfg.model_copy(update={"stage1": cfg.stage1.model_copy(update={"model": mcfg})})
+    key = encoder_key(model, mcfg)
+    store = Path(store) if store else Path(cfg.artifacts_dir) / "embeddings" / key
+    log.info("encoder %s (key %s, dim %d) -> %s", mcfg.name, key, model.num_features, store)
+    return embed_manifest(manifest, model, cfg, store, device)
+
+
+def embed_command(args: argparse.Namespace) -> int:
+    cfg = resolve_config(args)
+    res = run_embed(args.manifest, cfg, args.run, args.store)
+    summary(f"stage1 embed: {len(res.written)} video(s) written, {len(res.skipped)} already "
+            f"complete, {len(res.failures)} failed, {res.frames} crops embedded -> {res.store}")
+    return EXIT_INPUTS_FAILED if res.failures else EXIT_OK

@@ -1,0 +1,1 @@
+"""Stage 2: temporal model (Transformer + V-NAW) trained on cached embeddings."""
