@@ -45,7 +45,7 @@ def _find_dirs(root: Path, pattern: str, max_depth: int = 4) -> list[Path]:
 
 
 def discover(root: str | Path) -> Layout:
-    root = Path(root)
+    root = Path(root).resolve()
     if not root.is_dir():
         raise UsageError(f"Aff-Wild2 root not found: {root}")
     expr = [d for d in _find_dirs(root, "EXPR*") if any((d / s).is_dir() for s in SPLITS)]

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from pipeline.config import Config
+from pipeline.progress import progress
 from pipeline.store import EmbeddingStore
 from stage1_image_encoder.data import CropFiles
 from stage1_image_encoder.model import embed, encoder_key, preprocessing
@@ -104,8 +104,7 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
                             pin_memory=device.type == "cuda",
                             persistent_workers=False)
         use_amp = device.type == "cuda"
-        with torch.inference_mode(), tqdm(total=len(paths), desc="embed", unit="frame",
-                                          dynamic_ncols=True) as bar:
+        with torch.inference_mode(), progress(total=len(paths), desc="embed", unit="frame") as bar:
             for idx, images, ok in loader:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     out = embed(model, images.to(device, non_blocking=True))

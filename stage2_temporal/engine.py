@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from pipeline.checkpoint import save_checkpoint
 from pipeline.config import Config
+from pipeline.progress import progress
 from pipeline.io import append_jsonl
 from pipeline.labels import IGNORE, NUM_CLASSES
 from pipeline.metrics import F1Report
@@ -39,8 +39,8 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     """LR multiplier: linear warmup to 1, then cosine to 0."""
     if warmup and step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    frac = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
 
 def frame_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
     log.info("stage2: %d train videos (%d frames), %d val videos; %d clips/epoch of %d frames, "
              "%d epochs", len(train.videos), int(train.offsets[-1]), len(val.videos),
              len(sampler.clips()[0]), s2.data.clip_len, s2.train.epochs)
-    bar = tqdm(range(s2.train.epochs), desc="stage2 train", unit="epoch", dynamic_ncols=True)
+    bar = progress(range(s2.train.epochs), desc="stage2 train", unit="epoch")
     for epoch in bar:
         t0 = time.time()
         model.train()
@@ -94,7 +94,7 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
             opt.step()
             sched.step()
             step += 1
-            loss_sum += float(loss)
+            loss_sum += loss.item()
             n_batches += 1
         row = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(1, n_batches),
                "lr": opt.param_groups[0]["lr"], "epoch_s": round(time.time() - t0, 3)}
