@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny hand-made Aff-Wild2 tree, and a small store."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("FER_NO_PROGRESS", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+TINY_SWIN = [
+    "stage1.model.name=swin_tiny_patch4_window7_224", "stage1.model.img_size=112",
+    "stage1.model.embed_dim=32", "stage1.model.depths=[2,2]", "stage1.model.num_heads=[2,4]",
+    "stage1.model.window_size=7", "stage1.embed.workers=0",
+]
+
+
+def make_affwild2(root: Path, videos: dict[str, tuple[str, int]], *, seed: int = 0,
+                  no_face_every: int = 17, write_videos: bool = True) -> Path:
+    """An Aff-Wild2-layout tree: ``videos = {name: (Train_Set|Validation_Set, n_frames)}``.
+
+    Labels come in runs of 20 frames; crops are grey squares whose drawn disc size encodes the
+    label (so an encoder can learn it); every ``no_face_every``-th frame has no crop.
+    """
+    from pipeline.media import VideoWriter
+    from stage0_preprocess.annotations import write_expr_annotation
+
+    rng = np.random.default_rng(seed)
+    for name, (split, T) in videos.items():
+        lab = np.repeat(rng.integers(0, 8, size=T // 20 + 1), 20)[:T]
+        lab[:3] = -1
+        if write_videos:
+            raw = name.removesuffix("_left").removesuffix("_right")
+            vpath = root / "videos" / f"{raw}.mp4"
+            if not vpath.exists():
+                with VideoWriter(vpath, 64, 48, 25) as w:
+                    for k in range(T):
+                        w.write(np.full((48, 64, 3), k % 250, np.uint8))
+        write_expr_annotation(root / "annotations" / "EXPR_Recognition_Challenge" / split / f"{name}.txt", lab)
+        d = root / "cropped_aligned" / name
+        d.mkdir(parents=True, exist_ok=True)
+        for k in range(T):
+            if no_face_every and k % no_face_every == no_face_every - 1:
+                continue
+            img = np.full((112, 112, 3), 40, np.uint8)
+            cv2.circle(img, (56, 56), 8 + 6 * max(int(lab[k]), 0), (230, 230, 230), -1)
+            img = np.clip(img + rng.integers(0, 25, img.shape), 0, 255).astype(np.uint8)
+            cv2.imwrite(str(d / f"{k + 1:05d}.jpg"), img)
+    return root
+
+
+@pytest.fixture
+def affwild2_tree(tmp_path):
+    return make_affwild2(tmp_path / "aw", {
+        "vid_a": ("Train_Set", 120), "vid_b": ("Train_Set", 90), "vid_c_left": ("Train_Set", 60),
+        "vid_c_right": ("Train_Set", 60), "vid_d": ("Validation_Set", 70),
+    })

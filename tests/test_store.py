@@ -1,0 +1,90 @@
+"""Embedding store layout (SPEC §4), completion markers, key checks, loading."""
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.errors import UsageError
+from pipeline.store import EmbeddingStore, StoreKeyError
+
+
+def _video(T, D, seed=0):
+    rng = np.random.default_rng(seed)
+    face = rng.random(T) > 0.2
+    emb = (rng.standard_normal((T, D)) * face[:, None]).astype(np.float16)
+    label = rng.integers(-1, 8, T).astype(np.int8)
+    return emb, label, face
+
+
+def test_layout_on_disk(tmp_path):
+    path = tmp_path / "emb" / "abc123"
+    store = EmbeddingStore.create_or_open(path, "abc123", {"name": "m"}, dim=6)
+    emb, label, face = _video(10, 6)
+    store.write_video("v1", emb, label, face, {"fps": 25.0, "split": "train", "source": "v1"})
+    root = json.loads((path / "zarr.json").read_text())
+    assert root["zarr_format"] == 3
+    assert root["attributes"]["encoder_key"] == "abc123" and root["attributes"]["dim"] == 6
+    g = zarr.open_group(str(path / "videos" / "v1"), mode="r")
+    assert g["emb"].dtype == np.float16 and g["emb"].shape == (10, 6)
+    assert g["label"].dtype == np.int8 and g["face"].dtype == bool
+    attrs = g.attrs.asdict()
+    assert attrs["complete"] is True and attrs["n_frames"] == 10 and attrs["fps"] == 25.0
+    assert attrs["encoder_key"] == "abc123" and attrs["split"] == "train"
+    np.testing.assert_array_equal(g["emb"][:], emb)
+    np.testing.assert_array_equal(g["label"][:], label)
+
+
+def test_incomplete_video_is_not_listed_and_is_rewritten(tmp_path):
+    store = EmbeddingStore.create_or_open(tmp_path / "s", "k", {}, dim=4)
+    emb, label, face = _video(8, 4)
+    store.write_video("done", emb, label, face, {})
+    # a killed writer leaves arrays but no completion marker
+    g = store.root["videos"].create_group("partial")
+    g.create_array("emb", data=np.zeros((3, 4), np.float16))
+    assert store.videos() == ["done"]
+    assert store.all_videos() == ["done", "partial"]
+    assert not store.is_complete("partial")
+    store.write_video("partial", emb, label, face, {})
+    assert store.videos() == ["done", "partial"]
+    np.testing.assert_array_equal(store.read_video("partial").emb, emb)
+    # a corrupt group file also reads as incomplete
+    (tmp_path / "s" / "videos" / "done" / "zarr.json").write_text("{not json")
+    assert not EmbeddingStore.open(tmp_path / "s").is_complete("done")
+
+
+def test_refuses_other_encoder_and_names_a_new_path(tmp_path):
+    EmbeddingStore.create_or_open(tmp_path / "s", "key_a", {}, dim=4)
+    with pytest.raises(StoreKeyError) as e:
+        EmbeddingStore.create_or_open(tmp_path / "s", "key_b", {}, dim=4)
+    msg = str(e.value)
+    assert "key_a" in msg and "key_b" in msg and str(tmp_path / "key_b") in msg
+    with pytest.raises(StoreKeyError, match="dim"):
+        EmbeddingStore.create_or_open(tmp_path / "s", "key_a", {}, dim=5)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("x")
+    with pytest.raises(UsageError, match="not empty"):
+        EmbeddingStore.create_or_open(tmp_path / "junk", "key_a", {}, dim=4)
+    with pytest.raises(UsageError, match="no embedding store"):
+        EmbeddingStore.open(tmp_path / "nothing")
+
+
+def test_load_concatenates_in_order(tmp_path):
+    store = EmbeddingStore.create_or_open(tmp_path / "s", "k", {}, dim=3)
+    vids = {"b": _video(5, 3, 1), "a": _video(7, 3, 2), "c": _video(1, 3, 3)}
+    for name, (e, l, f) in vids.items():
+        store.write_video(name, e, l, f, {"split": "val" if name == "c" else "train"})
+    loaded = store.load()
+    assert loaded.videos == ["a", "b", "c"]
+    np.testing.assert_array_equal(loaded.offsets, [0, 7, 12, 13])
+    for i, name in enumerate(loaded.videos):
+        s, e = loaded.offsets[i], loaded.offsets[i + 1]
+        np.testing.assert_array_equal(loaded.emb[s:e], vids[name][0])
+        np.testing.assert_array_equal(loaded.label[s:e], vids[name][1])
+        np.testing.assert_array_equal(loaded.face[s:e], vids[name][2])
+    sub = loaded.select([2, 0])
+    assert sub.videos == ["c", "a"] and list(sub.offsets) == [0, 1, 8]
+    np.testing.assert_array_equal(sub.emb[1:], vids["a"][0])
+    assert [sub.split_of(i) for i in range(2)] == ["val", "train"]
+    with pytest.raises(UsageError, match="1 video\\(s\\) missing or incomplete.*zzz"):
+        store.load(["a", "zzz"])
