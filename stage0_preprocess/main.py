@@ -17,6 +17,7 @@ from pipeline.config import Config
 from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK
 from pipeline.io import atomic_write
 from pipeline.manifest import write_manifest
+from pipeline.runs import init_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def run_ingest(root: str | Path, out: str | Path, cfg: Config):
 
     out = Path(out)
     result = ingest(root, cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    init_run_dir(out, cfg, "stage0")
     manifest = write_manifest(out / "manifest.parquet", result.frames)
     atomic_write(out / "summary.csv", lambda p: result.summary.to_csv(p, index=False))
     return result, manifest

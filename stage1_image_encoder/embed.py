@@ -16,7 +16,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline.config import Config
+from pipeline.io import write_text
 from pipeline.progress import progress
+from pipeline.runs import git_sha
 from pipeline.store import EmbeddingStore
 from stage1_image_encoder.data import CropFiles
 from stage1_image_encoder.model import embed, encoder_key, preprocessing
@@ -59,6 +61,8 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
     model = model.to(device).eval()
     dim = int(model.num_features)
     store = EmbeddingStore.create_or_open(store_path, key, preprocessing(mcfg), dim)
+    write_text(store.path / "config.yaml", cfg.to_yaml())   # provenance of the latest writer
+    write_text(store.path / "git_sha.txt", git_sha() + "\n")
 
     pending: list[_Pending] = []
     skipped, written, failures = [], [], []
