@@ -1,0 +1,94 @@
+"""Stream the frames of a video through ffmpeg, exactly as coded.
+
+``-fps_mode passthrough`` keeps ffmpeg from duplicating or dropping frames to fit a constant
+rate (a plain rawvideo pipe repeats the first frame of a stream that starts late); a ``showinfo``
+filter reports each decoded frame's timestamp and size on stderr, read by a thread, so every
+frame comes with its own presentation time even on variable-rate video. Rotation metadata is
+applied by ffmpeg (frames arrive upright); frames stream one at a time, never the whole video.
+"""
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from pipeline.errors import InputError
+from pipeline.media import ffmpeg_exe
+
+_SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:(-?[\d.e+-]+).*?\bs:(\d+)x(\d+)")
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int       # 0-based decode order (manifest frame = index + 1)
+    time_s: float    # presentation time in seconds
+    image: np.ndarray  # (H, W, 3) uint8 BGR
+
+
+def _read_stderr(stream, out: queue.Queue, tail: list[str]) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode(errors="replace").rstrip()
+        m = _SHOWINFO.search(line)
+        if m:
+            out.put((float(m.group(3)), int(m.group(4)), int(m.group(5))))
+        elif line and "Parsed_showinfo" not in line:
+            tail.append(line)
+            del tail[:-20]
+    out.put(None)
+
+
+def iter_frames(path: str | Path) -> Iterator[Frame]:
+    """Yield every coded frame of the first video stream in order, upright, with its time.
+
+    Raises ``InputError`` for a missing/empty/unreadable file, or when ffmpeg fails before the
+    end (a truncated file yields its readable frames first, then the error).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    proc = (
+        ffmpeg.input(str(path))
+        .output("pipe:", format="rawvideo", pix_fmt="bgr24", vf="showinfo",
+                map="0:v:0", fps_mode="passthrough", an=None, sn=None)
+        .global_args("-hide_banner", "-nostdin", "-nostats", "-loglevel", "info")
+        .run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
+    )
+    infos: queue.Queue = queue.Queue()
+    tail: list[str] = []
+    reader = threading.Thread(target=_read_stderr, args=(proc.stderr, infos, tail), daemon=True)
+    reader.start()
+    index = 0
+    try:
+        while True:
+            info = infos.get()
+            if info is None:
+                break
+            time_s, w, h = info
+            buf = proc.stdout.read(w * h * 3)
+            if len(buf) < w * h * 3:
+                break
+            yield Frame(index, time_s, np.frombuffer(buf, np.uint8).reshape(h, w, 3))
+            index += 1
+    finally:
+        proc.stdout.close()
+        rc = proc.wait()
+        reader.join(timeout=5)
+    if rc != 0 or index == 0:
+        reason = _reason(tail) or ("no decodable video frames" if rc == 0 else f"ffmpeg exit {rc}")
+        if index:
+            raise InputError(path, f"decoding stopped after {index} frames ({reason})")
+        raise InputError(path, f"not a readable video ({reason})")
+
+
+def _reason(tail: list[str]) -> str:
+    interesting = [ln for ln in tail if re.search(r"error|invalid|corrupt|fail|no such|moov", ln, re.I)]
+    line = (interesting or tail or [""])[-1]
+    return re.sub(r"^\[[^\]]+\]\s*", "", line).strip()[:160]
