@@ -51,7 +51,12 @@ def test_layout_and_names(small):
         ["synth_000", "synth_001_left", "synth_001_right", "synth_002"]
     assert json.loads((out / "synth.json").read_text()) == json.loads(json.dumps(summary))
     assert summary["seed"] == SEED and summary["config"] == cfg.model_dump(mode="json")
-    assert summary["totals"]["n_videos"] == 3 and summary["totals"]["n_tracks"] == 4
+    totals = summary["totals"]
+    assert totals["videos"] == 3 and totals["tracks"] == 4
+    assert totals["frames"] == sum(probe_video(p).n_frames for p in (out / "videos").iterdir())
+    assert totals["track_frames"] == sum(e["n_frames"] for e in summary["videos"])
+    assert totals["face_frames"] == sum(1 for _ in (out / "cropped_aligned").rglob("*.jpg"))
+    assert totals["stills"] == 7 * (cfg.stills_train_per_class + cfg.stills_test_per_class)
     sheet = cv2.imread(str(out / "contact_sheet.png"))
     assert sheet is not None and sheet.shape[0] >= NUM_CLASSES * 112
     assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*partial*"))
@@ -160,6 +165,12 @@ def test_rerun_in_place_replaces_previous_output(small, tmp_path):
             n = len(list((out / "cropped_aligned" / person.track).iterdir()))
             assert n == int(person.timeline.face.sum())
     assert not (out / "cropped_aligned" / "synth_002").exists()
+
+
+def test_odd_frame_size_is_refused_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="even"):
+        generate(SynthConfig(**{**SMALL, "frame_sizes": [[321, 240]]}), tmp_path / "odd", seed=0)
+    assert not (tmp_path / "odd").exists()
 
 
 def test_label_noise_is_applied():

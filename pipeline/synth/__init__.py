@@ -32,6 +32,10 @@ def generate(cfg: SynthConfig, out_dir: Path, seed: int) -> dict:
     Output is a pure function of (cfg, seed): same seed, same bytes, whatever ``cfg.jobs``.
     """
     t0 = time.perf_counter()
+    odd = [s for s in cfg.frame_sizes if s[0] % 2 or s[1] % 2 or min(s) < 64]
+    if odd:
+        raise ValueError(f"synth.frame_sizes {odd}: width and height must be even (H.264 4:2:0) "
+                         "and at least 64 px")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_previous(out_dir)
@@ -51,23 +55,26 @@ def generate(cfg: SynthConfig, out_dir: Path, seed: int) -> dict:
 
     entries = [e for r in results for e in r["entries"]]
     summary = dict(seed=int(seed), config=cfg.model_dump(mode="json"), videos=entries,
-                   totals=_totals(entries, len(plans)), stills=stills)
+                   totals=_totals(entries, len(plans), stills["train"] + stills["test"]), stills=stills)
     write_summary(summary, out_dir)
     logger.info("synth: done in %.1f s (%d tracks, %d stills)", time.perf_counter() - t0,
                 len(entries), stills["train"] + stills["test"])
     return summary
 
 
-def _totals(entries: list[dict], n_videos: int) -> dict:
+def _totals(entries: list[dict], n_videos: int, n_stills: int) -> dict:
+    """Dataset-wide counts; ``frames`` counts mp4 frames (a two-person video once),
+    ``track_frames`` annotation lines (it twice)."""
     keys = [str(IGNORE)] + list(CLASSES)
-    out = dict(n_videos=n_videos, n_tracks=len(entries),
-               n_frames=sum(e["n_frames"] for e in entries),
-               n_face_frames=sum(e["n_face_frames"] for e in entries), labels={})
+    per_video = {e["video"]: e["n_frames"] for e in entries}
+    out = dict(videos=n_videos, tracks=len(entries), frames=sum(per_video.values()),
+               track_frames=sum(e["n_frames"] for e in entries),
+               face_frames=sum(e["n_face_frames"] for e in entries), stills=n_stills, labels={})
     for split in (TRAIN, VAL):
         sel = [e for e in entries if e["split"] == split]
         counts = {k: sum(e["labels"][k] for e in sel) for k in keys}
         labelled = max(1, sum(counts[c] for c in CLASSES))
         out["labels"][split] = dict(
-            counts=counts, n_tracks=len(sel),
+            tracks=len(sel), counts=counts,
             fractions={c: round(counts[c] / labelled, 4) for c in CLASSES})
     return out

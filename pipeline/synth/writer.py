@@ -49,6 +49,11 @@ def align_crop(img: np.ndarray, lm: np.ndarray, size: int) -> np.ndarray:
     return crop
 
 
+def _imwrite(path: Path, img: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), img, JPEG):
+        raise OSError(f"could not write {path}")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -125,7 +130,7 @@ def write_video(vp: VideoPlan, cfg: SynthConfig, out_dir: Path) -> dict:
                 if lm is None:
                     continue
                 crop = align_crop(frame, lm, cfg.crop_size)
-                cv2.imwrite(str(crop_dirs[j] / f"{k + 1:05d}.jpg"), crop, JPEG)
+                _imwrite(crop_dirs[j] / f"{k + 1:05d}.jpg", crop)
                 n_crops[j] += 1
                 if k in picks[j]:
                     candidates.append((picks[j][k], vp.persons[j].track, k, crop))
@@ -180,7 +185,7 @@ def _write_still_batch(items: list[tuple[str, int, int, int]], img_dir: Path, se
                        size: int) -> None:
     for name, cls, part_id, j in items:
         img = render_still(rng_for(seed, STREAM_STILLS, part_id, j), cls, size)
-        cv2.imwrite(str(img_dir / f"{name}_aligned.jpg"), img, JPEG)
+        _imwrite(img_dir / f"{name}_aligned.jpg", img)
 
 
 def write_stills(cfg: SynthConfig, out_dir: Path, seed: int) -> dict:
