@@ -213,6 +213,23 @@ def test_default_config_class_balance(seed):
     assert all(10 - 0.1 <= d <= 40 + 0.1 for d in durations)
 
 
+@pytest.mark.parametrize("seed", range(10))
+def test_short_splits_still_hold_every_class(seed):
+    # A demo-sized set: two ~9 s validation videos must still contain all 8 classes.
+    plans = plan_videos(SynthConfig(n_videos=4, n_val=2, duration_s=[8.0, 10.0]), seed)
+    for split in (TRAIN, VAL):
+        ann = np.concatenate([p.timeline.annotated for v in plans if v.split == split for p in v.persons])
+        assert (np.bincount(ann[ann >= 0], minlength=NUM_CLASSES) > 0).all(), split
+        # ... and every class has visible, unoccluded frames to learn from.
+        shown = set()
+        for v in plans:
+            if v.split == split:
+                for p in v.persons:
+                    tl = p.timeline
+                    shown |= set(tl.true[tl.face & ~tl.occluded].tolist())
+        assert shown == set(range(NUM_CLASSES)), split
+
+
 def test_annotation_line_format_is_plain_integers(small):
     _, out, _ = small
     for path in (out / ANN).rglob("*.txt"):

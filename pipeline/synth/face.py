@@ -561,7 +561,8 @@ def _draw_nose(p: Painter, idn: Identity, a: dict, dark, side: int) -> None:
     w = idn.nose_w * (1 + 0.15 * wr + 0.05 * a["upper_lip_raise"])
     nose_col = shade(idn.skin, 0.72)
     # Bridge hint on the shadow side and the nose wing curves.
-    p.line(_bezier((-3, EYE_Y + 4), (-4.5, -12), (-3.5, tip_y - 4), 8), shade(idn.skin, 0.88), 1.0, D_NOSE * 0.6)
+    p.line(_bezier((-3, EYE_Y + 4), (-4.5, -12), (-3.5, tip_y - 4), 8), shade(idn.skin, 0.88), 1.0,
+           D_NOSE * 0.6)
     p.line([_bezier((s * (w * 0.55), tip_y - 5), (s * (w + 1.5), tip_y), (s * (w * 0.45), tip_y + 2.5), 8)
             for s in (-1, 1)], nose_col, 1.0, D_NOSE * 0.8)
     p.fill([ellipse_pts(s * w * 0.42, tip_y + 1.5, 1.9, 1.1, 10, rot=s * 0.3) for s in (-1, 1)],
@@ -581,7 +582,7 @@ def _mouth_corners(idn: Identity, a: dict, side: int) -> tuple[list[float], list
     for s in (-1, 1):
         smirk = a["smirk"] if s == side else 0.0
         one = 1.0 + (asym * 0.6 if s == side else -asym * 0.4)
-        hw = idn.mouth_w * (1 + 0.22 * pull + 0.38 * stretch - 0.42 * a["lip_pucker"]
+        hw = idn.mouth_w * (1 + 0.22 * pull + 0.38 * stretch - 0.55 * a["lip_pucker"]
                             - 0.12 * a["lip_press"] - 0.25 * a["cheek_puff"]
                             - 0.18 * a["jaw_drop"] * (1 - stretch) + 0.12 * smirk)
         d = -7.5 * pull + 7.5 * dep * one - 1.5 * stretch - 8.0 * smirk + 1.5 * a["chin_raise"] \
@@ -619,10 +620,10 @@ def _draw_mouth(p: Painter, idn: Identity, a: dict, dark, side: int) -> None:
     lip_env = np.clip(1 - np.abs(sg) ** 1.6, 0, 1) ** 0.55
     up_out = up_in - t_up * lip_env * bow - 0.8 * ulr * raise_prof
     lo_out = lo_in + t_lo * lip_env
-    if pucker > 0.3:  # pursed lips protrude: rounder outer contour
+    if pucker > 0.3:  # pursed lips protrude: rounder, fuller outer contour
         rnd = (pucker - 0.3) * 1.4
-        up_out -= rnd * 1.5 * (1 - sg ** 2)
-        lo_out += rnd * 1.5 * (1 - sg ** 2)
+        up_out -= rnd * 2.5 * (1 - sg ** 2)
+        lo_out += rnd * 2.5 * (1 - sg ** 2)
     xs = x
     lips = np.concatenate([np.stack([xs, up_out], 1), np.stack([xs, lo_out], 1)[::-1]])
     p.fill(lips, idn.lip, D_MOUTH)
@@ -650,7 +651,8 @@ def _draw_mouth(p: Painter, idn: Identity, a: dict, dark, side: int) -> None:
             tongue = ellipse_pts(side * 1.5, ty + 4 * tg, 6.5, 5 + 6 * tg, 18, 0, math.pi)
             tongue = np.concatenate([[[-6.5 + side * 1.5, ty - 2]], tongue, [[6.5 + side * 1.5, ty - 2]]])
             p.fill(tongue, (120, 110, 230), D_MOUTH + 2)
-            p.line(np.array([[side * 1.5, ty], [side * 1.5, ty + 4 + 7 * tg]]), (90, 80, 190), 0.8, D_MOUTH + 2)
+            p.line(np.array([[side * 1.5, ty], [side * 1.5, ty + 4 + 7 * tg]]), (90, 80, 190), 0.8,
+                   D_MOUTH + 2)
     lip_line = mix(idn.lip, (20, 10, 25), 0.55 if sum(idn.skin) > 360 else 0.75)
     p.line(np.stack([xs, (up_in + lo_in) / 2 if open_ <= 1.6 else up_in], 1), lip_line, 1.0, D_MOUTH)
     if open_ > 1.6:
@@ -665,12 +667,14 @@ def _draw_mouth(p: Painter, idn: Identity, a: dict, dark, side: int) -> None:
                         (s * (idn.nose_w + 12 + 2 * pull), MOUTH_Y - 10 - 2 * pull),
                         (cx + s * 4.0, cy + 4.0 + 3 * dep), 10)
         p.faint_line(curve, idn.skin, dark, f, 1.1, D_MOUTH * 0.7)
-        if a["smirk"] > 0.2 and s == side:  # dimple at the pulled corner
-            p.faint_line(ellipse_pts(cx + s * 3, cy, 2.0, 2.5, 6, -1.2 if s > 0 else math.pi - 1.2,
-                                     1.2 if s > 0 else math.pi + 1.2), idn.skin, dark, a["smirk"], 1.0, D_MOUTH)
+        if a["smirk"] > 0.2 and s == side:  # dimple at the pulled corner, opening outward
+            a0 = -1.2 if s > 0 else math.pi - 1.2
+            dimple = ellipse_pts(cx + s * 3, cy, 2.0, 2.5, 6, a0, a0 + 2.4)
+            p.faint_line(dimple, idn.skin, dark, a["smirk"], 1.0, D_MOUTH)
     if a["chin_raise"] > 0.2:  # chin boss under a pushed-up lower lip
         cy = float(lo_out.max()) + 6 + 10 * jaw
-        p.faint_line(_bezier((-7, cy), (0, cy + 3), (7, cy), 8), idn.skin, dark, a["chin_raise"] * 0.8, 0.9, D_MOUTH * 0.8)
+        p.faint_line(_bezier((-7, cy), (0, cy + 3), (7, cy), 8), idn.skin, dark, a["chin_raise"] * 0.8,
+                     0.9, D_MOUTH * 0.8)
     if dep > 0.3:  # marionette lines under dropped corners
         for i, s in enumerate((-1, 1)):
             cx, cy = s * half_w[i], MOUTH_Y + dy[i]
@@ -687,8 +691,8 @@ def _hair_cap(idn: Identity, part: float = 0.0, low: float = 0.0) -> np.ndarray:
     outer[0, 1] = outer[-1, 1] = y0 - 4 + low
     hx = np.linspace(w * 0.98, -w * 0.98, 16)
     u = hx / w
-    hairline = y0 - 18 - (top - 30) * (0.55 + 0.15 * np.abs(u) ** 0.5) * np.sqrt(np.clip(1 - u ** 2, 0, 1)) \
-        + low * 0.5 - 12 * part * np.exp(-((u - part * 0.4) / 0.25) ** 2) * 0
+    arch = (0.55 + 0.15 * np.abs(u) ** 0.5) * np.sqrt(np.clip(1 - u ** 2, 0, 1))
+    hairline = y0 - 18 - (top - 30) * arch + low * 0.5
     hairline = np.where(np.abs(u) > 0.9, y0 - 4 + low, hairline)
     if part:  # swept fringe dipping toward one side
         hairline += 9 * np.clip(1 - np.abs(u - 0.35 * np.sign(part)), 0, 1) * abs(part)
@@ -698,15 +702,16 @@ def _hair_cap(idn: Identity, part: float = 0.0, low: float = 0.0) -> np.ndarray:
 def _draw_hair_back(p: Painter, idn: Identity) -> None:
     w, top = idn.face_w, idn.face_top
     if idn.hair_style == "long":
-        L = 55 + 30 * idn.hair_len
+        ln = 55 + 30 * idn.hair_len  # how far below the cheekbone line the hair falls
         back = np.concatenate([ellipse_pts(0, -20, w + 9, top + 8, 20, math.pi, 2 * math.pi),
-                               [[w + 10, -20 + L], [w + 3, -14 + L + 4], [-w - 3, -14 + L + 4], [-w - 10, -20 + L]]])
+                               [[w + 10, -20 + ln], [w + 3, -10 + ln], [-w - 3, -10 + ln], [-w - 10, -20 + ln]]])
         p.fill(back, shade(idn.hair, 0.85), D_EAR)
     elif idn.hair_style == "curly":
         t = np.linspace(0, 2 * math.pi, 48, endpoint=False)
         r = 1 + 0.05 * np.cos(12 * t)
+        squash = np.where(np.sin(t) > 0, 0.55, 1.0)  # less volume below the ears
         blob = np.stack([(w + 14 + 6 * idn.hair_len) * r * np.cos(t),
-                         -30 + (top + 12 + 5 * idn.hair_len) * r * np.sin(t) * np.where(np.sin(t) > 0, 0.55, 1.0)], 1)
+                         -30 + (top + 12 + 5 * idn.hair_len) * r * np.sin(t) * squash], 1)
         p.fill(blob, idn.hair, D_EAR)
     elif idn.hair_style == "bun":
         p.fill(ellipse_pts(0, -20 - top - 6, 15, 12, 18), idn.hair, D_EAR)
@@ -726,7 +731,8 @@ def _draw_hair_front(p: Painter, idn: Identity) -> None:
     w, top = idn.face_w, idn.face_top
     sweep = 10.0 * part
     strands = [_bezier((u * w * 0.25, -18 - top), (u * w * 0.6 + sweep, -28 - top * 0.8),
-                       (u * w * 0.75 + sweep * 1.5, -22 - top * 0.55), 8) for u in (-0.9, -0.45, 0.0, 0.45, 0.9)]
+                       (u * w * 0.75 + sweep * 1.5, -22 - top * 0.55), 8)
+                for u in (-0.9, -0.45, 0.0, 0.45, 0.9)]
     p.line(strands, shade(idn.hair, 0.78 if sum(idn.hair) > 150 else 1.6), 0.8, D_HAIR)
     if st == "long":
         for s in (-1, 1):

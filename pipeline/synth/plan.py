@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import SynthConfig
+from pipeline.labels import ANGER, DISGUST, FEAR
 from pipeline.synth.face import Identity, random_identity
 from pipeline.synth.timeline import EXIT_MODES, EXPRESSIONS, Timeline, build_timeline
 
@@ -87,9 +88,9 @@ def plan_videos(cfg: SynthConfig, seed: int) -> list[VideoPlan]:
 
 
 def _assign_required(seed: int, layout, val: set[int]) -> dict[tuple[int, int], list[int]]:
-    """Spread 1-2 events of each expression class over the people of each split (more for
-    longer splits), each to the person with the most unclaimed time, so every class occurs
-    in every split however the random class draw turns out."""
+    """Spread 1-2 events of each expression class over the people of each split, each to the
+    person with the most unclaimed time, so every class occurs in every split however the
+    random class draw turns out."""
     out: dict[tuple[int, int], list[int]] = {}
     for split_id, members in enumerate((
             [i for i in range(len(layout)) if i not in val], sorted(val))):
@@ -99,9 +100,11 @@ def _assign_required(seed: int, layout, val: set[int]) -> dict[tuple[int, int], 
             out[p] = []
         if not people:
             continue
-        total = sum(room.values())
-        per_class = int(np.clip(total // (len(EXPRESSIONS) * _SECONDS_PER_REQUIRED), 1, 2))
-        classes = [c for c in EXPRESSIONS for _ in range(per_class)]
+        # One event of every class; a second one of the rare classes when the split is long
+        # enough (the frequent ones get more from the random draw anyway).
+        classes = list(EXPRESSIONS)
+        if sum(room.values()) >= 2 * len(EXPRESSIONS) * _SECONDS_PER_REQUIRED:
+            classes += [ANGER, DISGUST, FEAR]
         rng_for(seed, STREAM_REQUIRED, split_id).shuffle(classes)
         for c in classes:
             p = max(people, key=lambda q: (room[q], -q[0], -q[1]))

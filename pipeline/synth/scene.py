@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from pipeline.synth.face import (AU, N_AU, Identity, Painter, Pose, apex_vector, draw_face,
-                                 ellipse_pts, face_landmarks, mix, shade)
+                                 ellipse_pts, face_landmarks, shade)
 from pipeline.synth.plan import (STREAM_MOTION, STREAM_SCENE, PersonPlan, VideoPlan, rng_for)
 from pipeline.synth.timeline import APPROACH_S, Timeline
 
@@ -101,7 +101,8 @@ def make_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
             cv2.rectangle(img, (x0, y0), (x1, y1), col.tolist(), -1)
             cv2.rectangle(img, (x0, y0), (x1, y1), (col * 0.6).tolist(), max(1, w // 120))
             if rng.random() < 0.5:
-                cv2.line(img, ((x0 + x1) // 2, y0), ((x0 + x1) // 2, y1), (col * 0.6).tolist(), max(1, w // 160))
+                xm = (x0 + x1) // 2
+                cv2.line(img, (xm, y0), (xm, y1), (col * 0.6).tolist(), max(1, w // 160))
     elif kind == "bokeh":
         img *= rng.uniform(0.3, 0.8)
         for _ in range(int(rng.integers(15, 40))):
@@ -172,11 +173,11 @@ def draw_occluder(img: np.ndarray, kind: str, idn: Identity, pose: Pose, side: i
         _hand(p, skin, side * (idn.eye_sep + 38), -14 + dy, math.pi if side > 0 else 0.0, 0.95)
     elif kind == "phone":
         col = tuple(float(v) for v in 30 + 60 * rng_vals[1:4])
-        rect = ellipse_pts(side * 18, 40 + dy, 16, 30, 28)
-        rect = np.stack([side * 18 + 16 * np.clip(1.3 * np.cos(np.linspace(0, 2 * np.pi, 28)), -1, 1),
-                         40 + dy + 30 * np.clip(1.15 * np.sin(np.linspace(0, 2 * np.pi, 28)), -1, 1)], 1)
-        p.fill(rect, col, D_OCCLUDER)
-        p.fill((rect - [side * 18, 40 + dy]) * [0.8, 0.85] + [side * 18, 40 + dy], (70, 60, 50), D_OCCLUDER)
+        t = np.linspace(0, 2 * np.pi, 28)
+        centre = np.array([side * 18, 40 + dy])
+        shape = np.stack([16 * np.clip(1.3 * np.cos(t), -1, 1), 30 * np.clip(1.15 * np.sin(t), -1, 1)], 1)
+        p.fill(shape + centre, col, D_OCCLUDER)                           # rounded case
+        p.fill(shape * [0.8, 0.85] + centre, (70, 60, 50), D_OCCLUDER)     # screen
         _hand(p, skin, side * 20, 78 + dy, -math.pi / 2, 0.8)
     elif kind == "mug":
         col = tuple(float(v) for v in 40 + 200 * rng_vals[1:4])
@@ -188,7 +189,8 @@ def draw_occluder(img: np.ndarray, kind: str, idn: Identity, pose: Pose, side: i
         p.line(np.array([[side * 6, 55 + dy], [side * 10, 140 + dy]]), (40, 40, 45), 7.0, D_OCCLUDER)
         p.fill(ellipse_pts(side * 6, 42 + dy, 12, 13, 20), (90, 90, 95), D_OCCLUDER)
         for k in (-6, 0, 6):
-            p.line(np.array([[side * 6 - 11, 42 + k + dy], [side * 6 + 11, 42 + k + dy]]), (60, 60, 65), 0.8, D_OCCLUDER)
+            p.line(np.array([[side * 6 - 11, 42 + k + dy], [side * 6 + 11, 42 + k + dy]]), (60, 60, 65),
+                   0.8, D_OCCLUDER)
     elif kind == "paper":
         col = tuple(float(v) for v in 200 + 50 * rng_vals[1:4])
         c, s = math.cos(tilt), math.sin(tilt)
@@ -226,7 +228,8 @@ class PersonTrack:
         self.lm_noise = rng.normal(0, 0.35, (n, 5, 2)).astype(np.float32)  # detector jitter, px
 
         # Expression parameters: event apexes blended by intensity, plus idle behaviour.
-        apexes = np.stack([apex_vector(e.cls, e.variant, rng) for e in tl.events] + [np.zeros(N_AU, np.float32)])
+        apexes = np.stack([apex_vector(e.cls, e.variant, rng) for e in tl.events]
+                          + [np.zeros(N_AU, np.float32)])     # last row: neutral gaps (event_of -1)
         # Perceived change grows faster than linearly at low intensity (a 0.4 expression is
         # already clearly visible), hence the 0.75 power.
         inten = np.clip(tl.intensity * self.idn.expressivity, 0, 1) ** 0.75
@@ -235,7 +238,8 @@ class PersonTrack:
         talk_amt = rng.choice([0.0, 0.0, rng.uniform(0.3, 1.0)])
         if talk_amt:
             t = np.arange(n) / fps
-            syll = np.abs(np.sin(2 * np.pi * rng.uniform(2.0, 3.5) * t + wander(rng, n, fps, 2.0, (0.3, 1.0))))
+            rate = rng.uniform(2.0, 3.5)  # syllables per second
+            syll = np.abs(np.sin(2 * np.pi * rate * t + wander(rng, n, fps, 2.0, (0.3, 1.0))))
             turns = wander(rng, n, fps, 1.0, (0.05, 0.2)) > 0
             talk = talk_amt * syll * turns * rest
             au[:, AU["lips_part"]] = np.maximum(au[:, AU["lips_part"]], 0.45 * talk)
@@ -373,7 +377,8 @@ class Scene:
             span = self.w + 4 * mv["r"]
             x = (mv["x0"] + mv["speed"] * k) % span - 2 * mv["r"]
             c = (int(round(x * 16)), int(round(mv["y"] * 16)))
-            ax = (int(mv["r"] * 16 * (0.6 if mv["kind"] else 1.0)), int(mv["r"] * 16 * (1.6 if mv["kind"] else 1.0)))
+            ax = (int(mv["r"] * 16 * (0.6 if mv["kind"] else 1.0)),
+                  int(mv["r"] * 16 * (1.6 if mv["kind"] else 1.0)))
             cv2.ellipse(frame, c, ax, 0, 0, 360, mv["col"], -1, cv2.LINE_AA, 4)
         lms = [person.draw(frame, k) for person in self.people]
         bank, nx, ny = self.noise_pick[k]

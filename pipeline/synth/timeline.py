@@ -18,8 +18,8 @@ from pipeline.synth.face import N_VARIANTS
 # Event class frequencies, shaped after the Aff-Wild2 EXPR training set: Other and Happiness
 # common, Sadness/Surprise medium, Anger lower, Fear and Disgust rare. Neutral fills the gaps.
 EVENT_WEIGHTS: dict[int, float] = {
-    OTHER: 0.33, HAPPINESS: 0.26, SADNESS: 0.15, SURPRISE: 0.11, ANGER: 0.07, FEAR: 0.04,
-    DISGUST: 0.04,
+    OTHER: 0.34, HAPPINESS: 0.27, SADNESS: 0.15, SURPRISE: 0.11, ANGER: 0.06, FEAR: 0.035,
+    DISGUST: 0.035,
 }
 EXPRESSIONS: tuple[int, ...] = tuple(sorted(EVENT_WEIGHTS))  # the 7 non-neutral classes
 
@@ -110,28 +110,40 @@ def _make_event(rng, cls, start, length, required) -> Event:
 def place_events(n_frames: int, fps: int, rng: np.random.Generator,
                  required: tuple[int, ...] = ()) -> list[Event]:
     """Alternate neutral gaps and events until the video ends. ``required`` classes are
-    spread over the timeline (more likely the fewer events are left); ones that do not fit
-    are dropped (only happens for very short videos)."""
+    spread over the timeline (more likely the fewer events are left). When time runs short
+    they come back to back with minimal gaps and shortened (down to EVENT_S[0]); ones that
+    still do not fit are dropped (only in videos of a few seconds)."""
     pending = list(required)
     rng.shuffle(pending)
     events: list[Event] = []
-    t = int(round(rng.uniform(0.3, GAP_S[1]) * fps))
     min_len = int(round(EVENT_S[0] * fps))
+    min_gap = int(round(GAP_S[0] * fps))
+    req_cycle = (sum(REQUIRED_EVENT_S) + sum(GAP_S)) / 2 * fps
+    lead_in = (0.2, 0.3) if n_frames < len(pending) * req_cycle else (0.3, GAP_S[1])
+    t = int(round(rng.uniform(*lead_in) * fps))
     while True:
         room = n_frames - t - int(0.2 * fps)
         if room < min_len:
             break
+        tight = bool(pending) and room < len(pending) * req_cycle
+        # Time a random event (and the gap after it) must leave free for the required ones
+        # still pending.
+        reserve = len(pending) * int(round((REQUIRED_EVENT_S[0] + GAP_S[0]) * fps)) \
+            + (int(round(GAP_S[1] * fps)) if pending else 0)
         expected_left = room / (MEAN_CYCLE_S * fps)
-        if pending and rng.random() < len(pending) / max(expected_left, 1e-6):
-            cls, req, span = pending.pop(), True, REQUIRED_EVENT_S
+        if pending and (tight or room - reserve < min_len
+                        or rng.random() < len(pending) / max(expected_left, 1e-6)):
+            share = room // len(pending) - min_gap  # this event's fair part of what is left
+            cls, req = pending.pop(), True
+            length = int(round(rng.uniform(*REQUIRED_EVENT_S) * fps))
+            if tight:
+                length = min(length, max(min_len, share))
         else:
-            cls, req, span = _sample_class(rng), False, EVENT_S
-        length = min(int(round(rng.uniform(*span) * fps)), room)
-        if req:
-            length = max(length, min(room, int(round(REQUIRED_EVENT_S[0] * fps))))
-        ev = _make_event(rng, cls, t, length, req)
+            cls, req = _sample_class(rng), False
+            length = min(int(round(rng.uniform(*EVENT_S) * fps)), room - reserve)
+        ev = _make_event(rng, cls, t, min(length, room), req)
         events.append(ev)
-        t = ev.end + int(round(rng.uniform(*GAP_S) * fps))
+        t = ev.end + (min_gap if tight else int(round(rng.uniform(*GAP_S) * fps)))
     return events
 
 
@@ -236,7 +248,8 @@ def build_timeline(n_frames: int, fps: int, cfg: SynthConfig, rng: np.random.Gen
     inten, owner = intensity_curve(events, n_frames, fps, rng)
     true = true_labels(events, inten, owner)
 
-    # Apexes of required events stay visible and annotated so every split keeps its classes.
+    # Apexes of required events stay visible, unoccluded and annotated, so every split keeps
+    # every class in its labels and in its crops.
     protect = np.zeros(n_frames, bool)
     for ev in events:
         if ev.required:
@@ -246,7 +259,7 @@ def build_timeline(n_frames: int, fps: int, cfg: SynthConfig, rng: np.random.Gen
     nf_spans = _place(rng, n_frames, _lengths(rng, n_frames, fps, cfg.no_face_fraction, NO_FACE_S),
                       protect, margin=approach)
     no_face = [Stretch(s, e, str(rng.choice(exits))) for s, e in nf_spans]
-    blocked = np.zeros(n_frames, bool)
+    blocked = protect.copy()
     for st in no_face:
         blocked[st.start:st.end] = True
     occ_spans = _place(rng, n_frames, _lengths(rng, n_frames, fps, cfg.occlusion_fraction, OCCLUSION_S),

@@ -142,7 +142,8 @@ def write_video(vp: VideoPlan, cfg: SynthConfig, out_dir: Path) -> dict:
         write_text_atomic(out_dir / ANNOTATION_DIR / vp.split / f"{person.track}.txt",
                           annotation_text(tl.annotated))
         if n_crops[j] != int(tl.face.sum()):
-            raise RuntimeError(f"{person.track}: wrote {n_crops[j]} crops for {int(tl.face.sum())} face frames")
+            raise RuntimeError(f"{person.track}: wrote {n_crops[j]} crops for "
+                               f"{int(tl.face.sum())} face frames")
         entries.append(dict(
             name=person.track, video=vp.name, split=vp.split, fps=vp.fps, width=vp.width,
             height=vp.height, n_frames=vp.n_frames, n_face_frames=n_crops[j],
@@ -206,8 +207,9 @@ def write_stills(cfg: SynthConfig, out_dir: Path, seed: int) -> dict:
         counts[part] = len(ids)
     if cfg.jobs > 1:
         n_batches = cfg.jobs * 4
-        Parallel(n_jobs=cfg.jobs)(delayed(_write_still_batch)(items[b::n_batches], img_dir, seed, cfg.still_size)
-                                  for b in range(n_batches))
+        Parallel(n_jobs=cfg.jobs)(
+            delayed(_write_still_batch)(items[b::n_batches], img_dir, seed, cfg.still_size)
+            for b in range(n_batches))
     else:
         _write_still_batch(items, img_dir, seed, cfg.still_size)
     write_text_atomic(out_dir / RAFDB_LIST, "\n".join(lines) + "\n")
