@@ -241,9 +241,25 @@ def apply_override(data: dict, item: str) -> dict:
     return out
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def _leaf_keys(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        out += _leaf_keys(v, path + ".") if isinstance(v, dict) and v else [path]
+    return out
+
+
+def _source_of(key: str, origin: dict[str, str]) -> str:
+    """The layer that last set ``key`` (or a key inside / above it)."""
+    hits = [src for k, src in origin.items()
+            if not key or k == key or k.startswith(key + ".") or key.startswith(k + ".")]
+    return hits[-1] if hits else "config"
+
+
+def _format_error(err: ValidationError, origin: dict[str, str]) -> str:
     e = err.errors()[0]
     key = ".".join(str(p) for p in e["loc"])
+    source = _source_of(key, origin)
     if e["type"] == "extra_forbidden":
         hint = closest_key(key)
         suffix = f" (did you mean '{hint}'?)" if hint else ""
@@ -255,18 +271,19 @@ def _format_error(err: ValidationError, source: str) -> str:
     return f"{source}: {where}: {e['msg']}{got_s}{extra}"
 
 
-def validate(data: dict, source: str = "config") -> Config:
+def validate(data: dict, origin: dict[str, str] | None = None) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, source)) from None
+        raise ConfigError(_format_error(err, origin or {})) from None
 
 
 def load_config(config_files: list[str | Path] | None = None, overrides: list[str] | None = None,
                 presets: list[str] | None = None, base: str | Path | None = DEFAULT_CONFIG) -> Config:
-    """Resolve the layered configuration. Each layer is validated on its own so the error
-    names the file (or override) that introduced a bad key."""
+    """Resolve the layered configuration, validated once at the end (so overrides may come in
+    any order); an error names the file or override that set the offending key."""
     data: dict = {}
+    origin: dict[str, str] = {}   # dotted leaf key -> layer that set it last (in set order)
     layers: list[tuple[str, dict]] = []
     if base is not None and Path(base).is_file():
         layers.append((str(base), load_yaml_file(base)))
@@ -276,8 +293,12 @@ def load_config(config_files: list[str | Path] | None = None, overrides: list[st
         layers.append((str(f), load_yaml_file(f)))
     for source, layer in layers:
         data = deep_merge(data, layer)
-        validate(data, source)
+        for k in _leaf_keys(layer):
+            origin.pop(k, None)
+            origin[k] = source
     for item in overrides or []:
         data = apply_override(data, item)
-        validate(data, f"override {item.partition('=')[0]}")
-    return validate(data)
+        key = item.partition("=")[0].strip()
+        origin.pop(key, None)
+        origin[key] = f"override {key}"
+    return validate(data, origin)

@@ -87,6 +87,13 @@ def test_bad_file_names_the_file(tmp_path):
         load_config([notmap])
 
 
+def test_override_order_does_not_matter():
+    """Cross-field checks run on the final result: shrinking n_videos below the default n_val
+    is fine when n_val is lowered by a later override."""
+    cfg = load_config(overrides=["synth.n_videos=4", "synth.n_val=2"])
+    assert (cfg.synth.n_videos, cfg.synth.n_val) == (4, 2)
+
+
 def test_cross_field_validation():
     with pytest.raises(ConfigError, match="divisible"):
         load_config(overrides=["stage2.model.d_model=100", "stage2.model.heads=3"])
