@@ -1,0 +1,68 @@
+"""The embedded default end to end, through the CLI users run, on a smaller generated set."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.labels import CLASSES
+from pipeline.manifest import read_manifest
+from pipeline.store import EmbeddingStore
+from stage0_preprocess.annotations import parse_expr_annotation
+
+SMALL = ["synth.n_videos=4", "synth.n_val=2", "synth.duration_s=[8,10]",
+         "synth.stills_train_per_class=2", "synth.stills_test_per_class=1",
+         "stage2.train.epochs=4", "stage2.data.clip_len=50", "stage1.embed.workers=0"]
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(out), *SMALL],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    # the per-class table: one row per class and the average, then the one-line summary
+    for name in CLASSES:
+        assert any(ln.startswith(name) for ln in lines), name
+    assert any(ln.startswith("Avg") for ln in lines)
+    assert lines[-1].startswith("demo: macro-F1 ")
+
+    summary = json.loads((out / "demo_summary.json").read_text())
+    run = out / "runs" / "stage2"
+    run_dir = next(run.iterdir())
+    for name in ("config.yaml", "git_sha.txt", "metrics.jsonl", "checkpoint.safetensors",
+                 "stage2.json", "eval/f1.csv", "eval/f1.md", "eval/f1.json", "eval/confusion.png"):
+        assert (run_dir / name).is_file(), name
+    f1 = pd.read_csv(run_dir / "eval" / "f1.csv")
+    assert list(f1["class"]) == list(CLASSES) + ["Avg"]
+    assert f1["f1"].iloc[-1] == pytest.approx(100 * summary["macro_f1"], abs=0.01)
+    epochs = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2, 3]
+
+    # the manifest is frame-exact against the generated annotation files
+    manifest = read_manifest(out / "stage0" / "manifest.parquet")
+    data = out / "data"
+    ann_files = sorted((data / "annotations").rglob("*.txt"))
+    assert sorted(manifest.video.unique()) == sorted(p.stem for p in ann_files)
+    for p in ann_files:
+        rows = manifest[manifest.video == p.stem]
+        np.testing.assert_array_equal(rows.label.to_numpy(), parse_expr_annotation(p))
+
+    # every annotated frame of the validation videos was scored
+    store = EmbeddingStore.open(summary["store"])
+    val = [v for v in store.videos() if store.video_attrs(v)["split"] == "val"]
+    assert len(val) >= 2
+    n_labelled = sum(int((store.read_video(v).label >= 0).sum()) for v in val)
+    assert int(f1["support"].iloc[-1]) == n_labelled
+    preds = pd.read_parquet(run_dir / "eval" / "predictions.parquet")
+    assert len(preds) == sum(store.read_video(v).label.size for v in val)
+
+    # a second run reuses the data, the manifest's crops and the complete store entries
+    again = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(out), *SMALL],
+                           capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "is current, reusing it" in again.stderr
+    assert "already complete" in again.stderr
