@@ -89,8 +89,60 @@ class EmbedConfig(_Strict):
     dtype: Literal["float16"] = "float16"
 
 
+class DataSource(_Strict):
+    format: Literal["rafdb", "folder"]
+    root: str
+    weight: float = Field(1.0, gt=0)
+    class_map: dict[str, int] | None = None
+
+
+class Stage1DataConfig(_Strict):
+    sources: list[DataSource] = []
+    workers: int = Field(2, ge=0)
+
+
+class AugmentConfig(_Strict):
+    hflip: float = Field(0.5, ge=0, le=1)
+    crop_scale: list[float] = [0.8, 1.0]
+    color_jitter: float = Field(0.2, ge=0)
+    erase: float = Field(0.25, ge=0, le=1)
+
+
+class NAWKernelConfig(_Strict):
+    """Parameters of ``pipeline.naw.naw_weight`` (shared by NLA and V-NAW)."""
+    normalize: bool = False
+    mu_t: list[float] = [0.5, 0.5]
+    mu_f: list[float] = [0.30, 0.15]
+    std_t: float = Field(0.8, gt=0)
+    ratio_t: float = Field(2.0, gt=0)
+    std_f: float = Field(0.91, gt=0)
+    ratio_f: float = Field(6.0, gt=0)
+    slope: float = Field(15.0, ge=0)
+
+    def kernel_kwargs(self) -> dict:
+        return {k: getattr(self, k) for k in NAWKernelConfig.model_fields}
+
+
+class NLAConfig(NAWKernelConfig):
+    enabled: bool = True
+    ce_epochs: int = Field(0, ge=0)
+
+
+class Stage1TrainConfig(_Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    wd: float = Field(0.05, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    grad_clip: float | None = None
+
+
 class Stage1Config(_Strict):
     model: EncoderModelConfig = EncoderModelConfig()
+    data: Stage1DataConfig = Stage1DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    nla: NLAConfig = NLAConfig()
+    train: Stage1TrainConfig = Stage1TrainConfig()
     embed: EmbedConfig = EmbedConfig()
 
 

@@ -1,5 +1,6 @@
 """Stage 1 entry.
 
+    fer-pipeline stage1 train --out RUN_DIR [stage1.data.sources='[{format: rafdb, root: RAF}]']
     fer-pipeline stage1 embed --manifest DIR/manifest.parquet [--run RUN_DIR] [--store STORE]
     python -m stage1_image_encoder embed --manifest ... stage1.embed.batch_size=256
 
@@ -19,7 +20,8 @@ from pipeline.cliutil import add_config_args, resolve_config, summary
 from pipeline.config import Config, load_config
 from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
 from pipeline.manifest import read_manifest
-from pipeline.runs import setup_torch
+from pipeline.io import write_json
+from pipeline.runs import default_run_dir, init_run_dir, setup_torch
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,9 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stage1", help="image encoder: embed crops into the store")
     s1 = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tr = add_config_args(s1.add_parser("train", help="pretrain the encoder on still images (NLA)"))
+    tr.add_argument("--out", metavar="RUN_DIR", help="run dir (default artifacts/runs/stage1/<id>)")
+    tr.set_defaults(handler=train_command)
     emb = add_config_args(s1.add_parser("embed", help="embed every manifest frame into the store"))
     emb.add_argument("--manifest", required=True, metavar="FILE")
     emb.add_argument("--run", metavar="RUN_DIR", help="stage-1 run dir whose encoder to use")
@@ -61,6 +66,27 @@ def run_embed(manifest_path: str | Path, cfg: Config, run_dir=None, store: str |
     store = Path(store) if store else Path(cfg.artifacts_dir) / "embeddings" / key
     log.info("encoder %s (key %s, dim %d) -> %s", mcfg.name, key, model.num_features, store)
     return embed_manifest(manifest, model, cfg, store, device)
+
+
+def run_pretrain(cfg: Config, run_dir: str | Path):
+    from stage1_image_encoder.engine import pretrain
+
+    device = setup_torch(cfg)
+    run_dir = init_run_dir(run_dir, cfg, "stage1")
+    result = pretrain(cfg, run_dir, device)
+    write_json(run_dir / "result.json", {
+        "val_acc": result.val_acc, "val_macro_f1_present_classes": result.val_macro_f1,
+        "train_images": result.train_images, "val_images": result.val_images})
+    return result
+
+
+def train_command(args: argparse.Namespace) -> int:
+    cfg = resolve_config(args)
+    res = run_pretrain(cfg, args.out or default_run_dir(cfg, "stage1"))
+    acc = "n/a" if res.val_acc is None else f"{100 * res.val_acc:.1f}%"
+    summary(f"stage1 train: {res.train_images} images, val accuracy {acc} on {res.val_images} "
+            f"images -> {res.run_dir} (learning_curve.png, checkpoint.safetensors)")
+    return EXIT_OK
 
 
 def embed_command(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pipeline.progress import progress
 from pipeline.io import append_jsonl
 from pipeline.labels import IGNORE, NUM_CLASSES
 from pipeline.metrics import F1Report
+from pipeline.optim import adamw_warmup_cosine
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
 from stage2_temporal.evaluate import evaluate
 from stage2_temporal.model import TemporalTransformer
@@ -33,14 +33,6 @@ def build_model(in_dim: int, cfg: Config) -> TemporalTransformer:
 
 def eval_stride(cfg: Config) -> int:
     return cfg.stage2.data.stride_eval or max(1, cfg.stage2.data.clip_len // 2)
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """LR multiplier: linear warmup to 1, then cosine to 0."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    frac = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
 
 def frame_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -61,12 +53,11 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
         device: torch.device, meta: dict) -> FitResult:
     s2 = cfg.stage2
     model = build_model(train.dim, cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=s2.train.lr, weight_decay=s2.train.wd)
     sampler = ClipSampler(train, s2.data.clip_len, s2.train.batch_size, seed=cfg.seed)
     steps_per_epoch = len(sampler)
-    total = steps_per_epoch * s2.train.epochs
-    warmup = int(round(s2.train.warmup_epochs * steps_per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: warmup_cosine(k, total, warmup))
+    opt, sched = adamw_warmup_cosine(model.parameters(), s2.train.lr, s2.train.wd,
+                                     steps_per_epoch * s2.train.epochs,
+                                     int(round(s2.train.warmup_epochs * steps_per_epoch)))
     ckpt = run_dir / "checkpoint.safetensors"
     metrics_path = run_dir / "metrics.jsonl"
     best_f1, best_epoch, best_report = -1.0, -1, None

@@ -51,7 +51,7 @@ def test_layers_and_overrides(tmp_path):
     assert cfg.seed == 7
     assert cfg.stage2.model.d_model == 512       # untouched default
     demo = load_config(presets=["demo"])
-    assert demo.stage1.model.img_size == 112 and demo.stage1.model.depths == [2, 2]
+    assert demo.stage1.model.img_size == 64 and demo.stage1.model.depths == [2, 2]
 
 
 @pytest.mark.parametrize("override,needle", [

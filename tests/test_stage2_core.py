@@ -6,7 +6,8 @@ import torch
 from pipeline.config import load_config
 from pipeline.store import LoadedStore
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
-from stage2_temporal.engine import frame_loss, warmup_cosine
+from pipeline.optim import warmup_cosine
+from stage2_temporal.engine import frame_loss
 from stage2_temporal.evaluate import predict_probs, window_starts
 from stage2_temporal.model import TemporalTransformer
 

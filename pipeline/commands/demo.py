@@ -1,7 +1,8 @@
 """``fer-pipeline demo``: the embedded default, end to end, no downloads.
 
-generate Aff-Wild2-layout data -> stage 0 ingest -> stage 1 embed (tiny Swin) -> stage 2
-train + full-video evaluation -> per-class F1 table. Each step reuses what a previous run of
+generate Aff-Wild2-layout data -> stage 1 pretraining of a tiny Swin on the generated
+RAF-DB-layout stills -> stage 0 ingest -> stage 1 embed -> stage 2 train + full-video
+evaluation -> per-class F1 table. Each step reuses what a previous run of
 the same configuration already produced, so an interrupted demo resumes.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -35,39 +37,67 @@ def _synth_is_current(data: Path, cfg: Config) -> bool:
     return info.get("seed") == cfg.seed and info.get("config") == cfg.synth.model_dump(mode="json")
 
 
+def _pretrain_is_current(run_dir: Path, cfg: Config) -> bool:
+    """A finished stage-1 run of the same seed and stage-1 configuration."""
+    if not (run_dir / "result.json").is_file() or not (run_dir / "config.yaml").is_file():
+        return False
+    from pipeline.config import load_config
+
+    done = load_config([run_dir / "config.yaml"], base=None)
+    return done.seed == cfg.seed and done.stage1.model_dump() == cfg.stage1.model_dump()
+
+
 def run_demo(cfg: Config, out: Path) -> dict:
+    from pipeline.config import DataSource
     from pipeline.synth import generate
     from stage0_preprocess.main import run_ingest
-    from stage1_image_encoder.main import run_embed
+    from stage1_image_encoder.main import run_embed, run_pretrain
     from stage2_temporal.train import train
 
-    cfg = cfg.model_copy(update={"artifacts_dir": str(out)})
+    out = out.resolve()
+    data = out / "data"
+    stills = DataSource(format="rafdb", root=str(data / "stills" / "rafdb"))
+    s1 = cfg.stage1.model_copy(update={"data": cfg.stage1.data.model_copy(update={"sources": [stills]})})
+    cfg = cfg.model_copy(update={"artifacts_dir": str(out), "stage1": s1})
     t0 = time.time()
     timings = {}
-    data = out / "data"
     if _synth_is_current(data, cfg):
         log.info("demo data in %s is current, reusing it", data)
     else:
-        log.info("[1/4] generating demo data -> %s", data)
+        log.info("[1/5] generating demo data -> %s", data)
         generate(cfg.synth, data, cfg.seed)
     timings["synth_s"] = round(time.time() - t0, 1)
 
     t = time.time()
-    log.info("[2/4] stage 0: ingest the Aff-Wild2 layout")
+    s1_run = out / "runs" / "stage1" / "demo"
+    if _pretrain_is_current(s1_run, cfg):
+        log.info("stage-1 encoder in %s is current, reusing it", s1_run)
+        pre = json.loads((s1_run / "result.json").read_text())
+    else:
+        log.info("[2/5] stage 1: pretrain the encoder on the still images")
+        if s1_run.exists():
+            shutil.rmtree(s1_run)
+        res1 = run_pretrain(cfg, s1_run)
+        pre = {"val_acc": res1.val_acc, "val_images": res1.val_images}
+    timings["stage1_pretrain_s"] = round(time.time() - t, 1)
+
+    t = time.time()
+    log.info("[3/5] stage 0: ingest the Aff-Wild2 layout")
     ingest, manifest = run_ingest(data, out / "stage0", cfg)
     timings["stage0_s"] = round(time.time() - t, 1)
 
     t = time.time()
-    log.info("[3/4] stage 1: embed every crop")
-    emb = run_embed(manifest, cfg)  # -> <out>/embeddings/<encoder-key>
-    timings["stage1_s"] = round(time.time() - t, 1)
+    log.info("[4/5] stage 1: embed every crop with the pretrained encoder")
+    emb = run_embed(manifest, cfg, run_dir=s1_run)  # -> <out>/embeddings/<encoder-key>
+    timings["stage1_embed_s"] = round(time.time() - t, 1)
 
     t = time.time()
-    log.info("[4/4] stage 2: train the temporal model and evaluate on the validation videos")
+    log.info("[5/5] stage 2: train the temporal model and evaluate on the validation videos")
     res = train(emb.store, default_run_dir(cfg, "stage2"), cfg)
     timings["stage2_s"] = round(time.time() - t, 1)
     timings["total_s"] = round(time.time() - t0, 1)
-    return {"ingest": ingest, "embed": emb, "train": res, "timings": timings}
+    return {"ingest": ingest, "embed": emb, "train": res, "pretrain": pre, "timings": timings,
+            "stage1_run": s1_run}
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -76,7 +106,12 @@ def demo_command(args: argparse.Namespace) -> int:
     result = run_demo(cfg, out)
     res, emb, ingest = result["train"], result["embed"], result["ingest"]
     report = res.report
+    pre = result["pretrain"]
     print()
+    if pre.get("val_acc") is not None:
+        print(f"Stage-1 encoder: {100 * pre['val_acc']:.1f}% accuracy on {pre['val_images']} held-out "
+              f"still images of new identities (7 classes, chance 14.3%); curve "
+              f"{result['stage1_run']}/learning_curve.png")
     print(f"Per-class F1 on the {len(json.loads((res.run_dir / 'stage2.json').read_text())['val_videos'])}"
           f" validation videos (every annotated frame):")
     print(report.text())
@@ -84,6 +119,7 @@ def demo_command(args: argparse.Namespace) -> int:
     write_json(out / "demo_summary.json", {
         "macro_f1": report.macro_f1, "f1": report.to_dict()["f1"], "best_epoch": res.best_epoch,
         "last_epoch_macro_f1": res.last_f1, "run_dir": str(res.run_dir), "store": str(emb.store),
+        "stage1_val_acc": pre.get("val_acc"), "stage1_run": str(result["stage1_run"]),
         "timings": result["timings"], "failed_inputs": failed})
     print(f"\nfiles: {res.run_dir}/eval/f1.csv, f1.md, confusion.png; metrics {res.run_dir}/metrics.jsonl;"
           f" contact sheet {out}/data/contact_sheet.png")
