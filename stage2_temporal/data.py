@@ -55,7 +55,10 @@ def gather_clips(cache: TemporalCache, starts: torch.Tensor, lengths: torch.Tens
     steps = torch.arange(clip_len, device=device)
     inside = steps[None, :] < lengths[:, None]                    # (B, P)
     rows = torch.where(inside, starts[:, None] + steps[None, :], 0)
-    x = cache.emb[rows].float() * inside[..., None]               # (B, P, D)
+    B = rows.shape[0]
+    x = cache.emb.index_select(0, rows.view(-1)).view(B, clip_len, -1).float()  # (B, P, D)
+    if not bool(inside.all()):
+        x.masked_fill_(~inside[..., None], 0.0)
     face = cache.face[rows] & inside
     label = torch.where(inside, cache.label[rows], IGNORE)
     return ClipBatch(x, label, face, inside)

@@ -1,0 +1,52 @@
+"""Benchmark plumbing: timing, machine description, JSON rows
+``{figure, measured, target, unit, lower_is_better, machine}`` merged into bench/results.json."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def timeit(fn, repeat: int = 5, warmup: int = 1) -> float:
+    """Best-of-``repeat`` seconds of ``fn()`` (synchronising CUDA)."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def row(figure: str, measured: float, unit: str, target: float | None = None,
+        lower_is_better: bool = False, **extra) -> dict:
+    return {"figure": figure, "measured": round(float(measured), 4), "target": target, "unit": unit,
+            "lower_is_better": lower_is_better, "machine": machine(), **extra}
+
+
+def write_rows(rows: list[dict], out: Path | None = None, results: Path = RESULTS) -> None:
+    """Write this script's rows to ``out`` and merge them (by figure) into results.json."""
+    if out is not None:
+        out.write_text(json.dumps(rows, indent=2) + "\n")
+    merged = {r["figure"]: r for r in (json.loads(results.read_text()) if results.exists() else [])}
+    merged.update({r["figure"]: r for r in rows})
+    results.write_text(json.dumps(list(merged.values()), indent=2) + "\n")
+    for r in rows:
+        tgt = "" if r["target"] is None else f" (target {'<=' if r['lower_is_better'] else '>='} {r['target']})"
+        print(f"{r['figure']}: {r['measured']} {r['unit']}{tgt}")
