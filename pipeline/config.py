@@ -128,13 +128,18 @@ class NLAConfig(NAWKernelConfig):
     ce_epochs: int = Field(0, ge=0)
 
 
-class Stage1TrainConfig(_Strict):
+class TrainConfig(_Strict):
+    """Optimisation knobs shared by the stage-1 and stage-2 engines (defaults per stage)."""
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-4, gt=0)
     wd: float = Field(0.05, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = None
+
+
+class Stage1TrainConfig(TrainConfig):
+    pass
 
 
 class Stage1Config(_Strict):
@@ -169,12 +174,9 @@ class TemporalModelConfig(_Strict):
         return self
 
 
-class Stage2TrainConfig(_Strict):
+class Stage2TrainConfig(TrainConfig):
     epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-4, gt=0)
     wd: float = Field(0.01, ge=0)
-    warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = 1.0
 
 

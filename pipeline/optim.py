@@ -20,3 +20,14 @@ def adamw_warmup_cosine(params, lr: float, wd: float, total_steps: int, warmup_s
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: warmup_cosine(k, total_steps, warmup_steps))
     return opt, sched
+
+
+def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                   sched, grad_clip: float | None) -> None:
+    """backward, optional grad-norm clipping, optimiser and schedule step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()

@@ -13,7 +13,7 @@ from pipeline.checkpoint import save_checkpoint
 from pipeline.config import Config
 from pipeline.io import append_jsonl, read_jsonl
 from pipeline.metrics import F1Report, confusion
-from pipeline.optim import adamw_warmup_cosine
+from pipeline.optim import adamw_warmup_cosine, optimizer_step
 from pipeline.plots import plot_curves
 from pipeline.progress import progress
 from stage1_image_encoder.data import LabelledImages
@@ -88,12 +88,7 @@ def pretrain(cfg: Config, run_dir: Path, device: torch.device) -> PretrainResult
             loss, w_mean = nla_loss(logits, y.to(device), frac, nla_cfg)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"stage1: non-finite loss at epoch {epoch}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if s1.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s1.train.grad_clip)
-            opt.step()
-            sched.step()
+            optimizer_step(loss, model, opt, sched, s1.train.grad_clip)
             loss_sum += loss.item()
             w_sum += float(w_mean)
             n += 1

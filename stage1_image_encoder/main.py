@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stage1", help="image encoder: embed crops into the store")
+    p = sub.add_parser("stage1", help="image encoder: pretrain (NLA), embed crops into the store")
     s1 = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     tr = add_config_args(s1.add_parser("train", help="pretrain the encoder on still images (NLA)"))
     tr.add_argument("--out", metavar="RUN_DIR", help="run dir (default artifacts/runs/stage1/<id>)")

@@ -15,7 +15,7 @@ from pipeline.progress import progress
 from pipeline.io import append_jsonl
 from pipeline.labels import IGNORE, NUM_CLASSES
 from pipeline.metrics import F1Report
-from pipeline.optim import adamw_warmup_cosine
+from pipeline.optim import adamw_warmup_cosine, optimizer_step
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
 from stage2_temporal.evaluate import evaluate
 from stage2_temporal.model import TemporalTransformer
@@ -78,12 +78,7 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite loss at epoch {epoch} step {step} "
                                     f"(batch clip starts {starts[:4].tolist()}...)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if s2.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s2.train.grad_clip)
-            opt.step()
-            sched.step()
+            optimizer_step(loss, model, opt, sched, s2.train.grad_clip)
             step += 1
             loss_sum += loss.item()
             n_batches += 1
