@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from joblib import Parallel, delayed
-from tqdm import tqdm
+from pipeline.progress import progress
 
 from pipeline.config import SynthConfig
 from pipeline.labels import CLASSES, IGNORE
@@ -47,7 +47,7 @@ def generate(cfg: SynthConfig, out_dir: Path, seed: int) -> dict:
         stream = Parallel(n_jobs=cfg.jobs, return_as="generator")(jobs)
     else:
         stream = (fn(*args, **kw) for fn, args, kw in jobs)
-    results = list(tqdm(stream, total=len(plans), desc="synth videos", unit="video"))
+    results = list(progress(stream, total=len(plans), desc="synth videos", unit="video"))
 
     stills = write_stills(cfg, out_dir, seed)
     candidates = [c for r in results for c in r["candidates"]]
