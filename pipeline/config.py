@@ -65,9 +65,41 @@ class IngestConfig(_Strict):
     default_fps: float = Field(30.0, gt=0)
 
 
-class Stage0Config(_Strict):
-    ingest: IngestConfig = IngestConfig()
+class DetectorConfig(_Strict):
+    name: Literal["retinaface", "scrfd", "yunet"] = "retinaface"
+    onnx: str | None = None
+    input_size: int = Field(640, ge=32)
+    threshold: float = Field(0.5, ge=0, le=1)
+    nms: float = Field(0.4, gt=0, le=1)
+    batch_size: int = Field(8, ge=1)
+    pad_retry: bool = True
+
+
+class AlignConfig(_Strict):
+    size: Literal[112, 224] = 112
+    mode: Literal["five_point", "margin"] = "five_point"
+    margin: float = Field(0.25, ge=0)
+
+
+class TrackConfig(_Strict):
+    iou: float = Field(0.3, ge=0, le=1)
+    score_weight: float = Field(0.3, ge=0)
+
+
+class ParallelConfig(_Strict):
+    backend: Literal["loky", "dask"] = "loky"
     jobs: int = Field(1, ge=1)
+    scheduler_address: str | None = None
+
+
+class Stage0Config(_Strict):
+    detector: DetectorConfig = DetectorConfig()
+    align: AlignConfig = AlignConfig()
+    track: TrackConfig = TrackConfig()
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    contact_sheet: bool = True
+    parallel: ParallelConfig = ParallelConfig()
+    ingest: IngestConfig = IngestConfig()
 
 
 # ---------------------------------------------------------------------------------- stage 1

@@ -131,7 +131,7 @@ def ingest(root: str | Path, cfg: Config) -> IngestResult:
         except InputError as e:
             return path, split, None, str(e)
 
-    results = Parallel(n_jobs=cfg.stage0.jobs)(delayed(run)(p, s) for p, s in jobs)
+    results = Parallel(n_jobs=cfg.stage0.parallel.jobs)(delayed(run)(p, s) for p, s in jobs)
     frames, rows, failures = [], [], []
     for path, split, df, err in results:
         if err:

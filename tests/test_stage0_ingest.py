@@ -117,7 +117,7 @@ def test_rerun_keeps_previous_outputs_intact_on_usage_error(affwild2_tree, tmp_p
     run_ingest(affwild2_tree, out, load_config())
     before = (out / "manifest.parquet").read_bytes()
     proc = subprocess.run([sys.executable, "-m", "pipeline", "stage0", "ingest", "--affwild2",
-                           str(affwild2_tree), "--out", str(out), "stage0.jobz=2"],
+                           str(affwild2_tree), "--out", str(out), "stage0.parallel.jobz=2"],
                           capture_output=True, text=True)
-    assert proc.returncode == 2 and "stage0.jobs" in proc.stderr
+    assert proc.returncode == 2 and "did you mean 'stage0.parallel.jobs'" in proc.stderr
     assert (out / "manifest.parquet").read_bytes() == before
