@@ -84,6 +84,8 @@ class AlignConfig(_Strict):
 class TrackConfig(_Strict):
     iou: float = Field(0.3, ge=0, le=1)
     score_weight: float = Field(0.3, ge=0)
+    min_area_ratio: float = Field(0.5, ge=0)
+    patience_s: float = Field(0.5, ge=0)
 
 
 class ParallelConfig(_Strict):

@@ -1,10 +1,15 @@
 """Stage 0 entry.
 
-    fer-pipeline stage0 ingest --affwild2 ROOT --out DIR [key=value ...]
-    python -m stage0_preprocess ingest --affwild2 ROOT --out DIR
+    fer-pipeline stage0 run --videos PATH... --out DIR [--shard K/N] [--jobs N] [key=value ...]
+    fer-pipeline stage0 run --affwild2 ROOT --out DIR        re-detect Aff-Wild2's raw videos
+    fer-pipeline stage0 merge --out DIR                      one manifest after sharded runs
+    fer-pipeline stage0 ingest --affwild2 ROOT --out DIR     official crops + annotations
+    python -m stage0_preprocess run --videos clips/ --out artifacts/stage0 stage0.detector.name=scrfd
 
-Writes ``DIR/manifest.parquet`` and ``DIR/summary.csv``; exits 1 when some videos failed
-(the others are in the manifest), 2 on a usage error.
+``run`` writes ``DIR/crops/<video>/{k:05d}.jpg``, ``DIR/manifest.parquet`` (``manifest.shard-K-of-N
+.parquet`` with ``--shard``), ``DIR/detections.parquet``, ``DIR/summary.csv`` and
+``DIR/contact_sheets/<video>.png``; re-running skips complete videos and redoes partial ones.
+Exit 1 when some videos failed (the others are done), 2 on a usage error.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from pathlib import Path
 
 from pipeline.cliutil import add_config_args, resolve_config, summary
 from pipeline.config import Config
-from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK
+from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
 from pipeline.io import atomic_write
 from pipeline.manifest import write_manifest
 from pipeline.runs import init_run_dir
@@ -25,6 +30,18 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stage0", help="face crops + frame manifest")
     s0 = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = s0.add_parser("run", help="decode, detect, track, align: videos -> crops + manifest")
+    src = run.add_mutually_exclusive_group(required=True)
+    src.add_argument("--videos", nargs="+", metavar="PATH", help="video files and/or folders")
+    src.add_argument("--affwild2", metavar="ROOT", help="Aff-Wild2 root: raw videos + EXPR labels")
+    run.add_argument("--out", required=True, metavar="DIR")
+    run.add_argument("--shard", metavar="K/N", help="process the K-th of N disjoint parts")
+    run.add_argument("--jobs", type=int, metavar="N", help="videos in parallel (stage0.parallel.jobs)")
+    add_config_args(run)
+    run.set_defaults(handler=run_command)
+    merge = add_config_args(s0.add_parser("merge", help="merge sharded outputs into manifest.parquet"))
+    merge.add_argument("--out", required=True, metavar="DIR")
+    merge.set_defaults(handler=merge_command)
     ing = add_config_args(s0.add_parser(
         "ingest", help="official Aff-Wild2 cropped_aligned + EXPR annotations -> manifest"))
     ing.add_argument("--affwild2", required=True, metavar="ROOT", help="Aff-Wild2 root folder")
@@ -52,3 +69,58 @@ def ingest_command(args: argparse.Namespace) -> int:
     summary(f"stage0 ingest: {len(ok)} video(s) ok, {len(result.failures)} failed, {frames} frames "
             f"({100 * faces / max(frames, 1):.1f}% with a face) -> {manifest}")
     return EXIT_INPUTS_FAILED if result.failures else EXIT_OK
+
+
+def _split_overrides(args: argparse.Namespace) -> None:
+    """``--videos a.mp4 key=value`` : argparse gives both to --videos; move the overrides."""
+    if args.videos:
+        extra = [v for v in args.videos if "=" in v and not Path(v).exists()]
+        args.videos = [v for v in args.videos if v not in extra]
+        args.overrides = extra + list(args.overrides)
+
+
+def run_stage0(args_videos, affwild2, out: Path, cfg: Config, shard=None):
+    from stage0_preprocess.run import (find_videos, jobs_for_affwild2, jobs_for_videos,
+                                       parse_shard, run_jobs, select_shard)
+
+    shard = parse_shard(shard)
+    missing = []
+    if affwild2:
+        jobs, missing = jobs_for_affwild2(affwild2)
+    else:
+        jobs = jobs_for_videos(find_videos(args_videos))
+    if not jobs:
+        raise UsageError("no videos to process")
+    jobs = select_shard(jobs, shard)
+    init_run_dir(out, cfg, "stage0")
+    suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
+    result = run_jobs(jobs, out, cfg, suffix)
+    for m in missing:
+        log.error("skipped %s", m)
+    return result, missing
+
+
+def run_command(args: argparse.Namespace) -> int:
+    _split_overrides(args)
+    cfg = resolve_config(args)
+    if args.jobs:
+        cfg = cfg.model_copy(update={"stage0": cfg.stage0.model_copy(update={
+            "parallel": cfg.stage0.parallel.model_copy(update={"jobs": args.jobs})})})
+    result, missing = run_stage0(args.videos, args.affwild2, Path(args.out), cfg, args.shard)
+    ok = [o for o in result.outcomes if o.status != "failed"]
+    frames = sum(o.frames for o in ok)
+    faces = sum(o.face_frames for o in ok)
+    n_failed = len(result.failed) + len(missing)
+    summary(f"stage0 run: {len(ok)} video(s) ok ({sum(o.status == 'complete' for o in ok)} already "
+            f"complete), {n_failed} failed, {frames} frames ({100 * faces / max(frames, 1):.1f}% "
+            f"with a face) -> {result.manifest or args.out}")
+    return EXIT_INPUTS_FAILED if n_failed else EXIT_OK
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    from stage0_preprocess.run import merge_all
+
+    resolve_config(args)
+    result = merge_all(Path(args.out))
+    summary(f"stage0 merge: {len(result.outcomes)} video(s) -> {result.manifest}")
+    return EXIT_OK

@@ -59,3 +59,12 @@ def affwild2_tree(tmp_path):
         "vid_a": ("Train_Set", 120), "vid_b": ("Train_Set", 90), "vid_c_left": ("Train_Set", 60),
         "vid_c_right": ("Train_Set", 60), "vid_d": ("Validation_Set", 70),
     })
+
+
+@pytest.fixture
+def shared_assets():
+    """../shared/assets (real detector weights, images and videos); skipped when absent."""
+    path = SHARED / "assets"
+    if not path.is_dir():
+        pytest.skip(f"shared assets not found at {path}")
+    return path
