@@ -86,6 +86,7 @@ class TrackConfig(_Strict):
     score_weight: float = Field(0.3, ge=0)
     min_area_ratio: float = Field(0.5, ge=0)
     patience_s: float = Field(0.5, ge=0)
+    cut_threshold: float = Field(20.0, ge=0)
 
 
 class ParallelConfig(_Strict):

@@ -30,7 +30,7 @@ from pipeline.media import probe_video
 from stage0_preprocess.align import crop_face
 from stage0_preprocess.annotations import parse_expr_annotation
 from stage0_preprocess.decode import iter_frames
-from stage0_preprocess.track import MainFaceTracker
+from stage0_preprocess.track import MainFaceTracker, cut_score, thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,10 @@ def detect_batch(detector, images: list[np.ndarray], pad_retry: bool):
             pads.append((px, py))
         for i, d, (px, py) in zip(miss, detector.detect(padded), pads):
             if len(d):
-                d.boxes = d.boxes - np.array([px, py, px, py], np.float32)
+                h, w = images[i].shape[:2]
+                # back to frame pixels; boxes clipped to the frame, landmarks kept as found
+                d.boxes = np.clip(d.boxes - np.array([px, py, px, py], np.float32), 0,
+                                  np.array([w, h, w, h], np.float32))
                 d.kps = d.kps - np.array([px, py], np.float32)
                 dets[i] = d
     return dets
@@ -237,6 +240,8 @@ def _process(job: VideoJob, out: Path, cfg: Config, t0: float) -> list[TrackOutc
     sheet: dict[str, list] = {t.name: [] for t in job.tracks}
     encode = [int(cv2.IMWRITE_JPEG_QUALITY), s0.jpeg_quality]
     decoded = 0
+    prev_thumb = None
+    cuts = 0
     for batch in _batches(_prefetch(iter_frames(job.path), depth=2 * s0.detector.batch_size),
                           s0.detector.batch_size):
         dets = detect_batch(detector, [f.image for f in batch], s0.detector.pad_retry)
@@ -245,9 +250,13 @@ def _process(job: VideoJob, out: Path, cfg: Config, t0: float) -> list[TrackOutc
                 raise InputError(job.path, f"decoded more frames than the {n} coded ones")
             times[f.index] = f.time_s
             decoded += 1
+            thumb = thumbnail(f.image)
+            cut = cut_score(prev_thumb, thumb) > s0.track.cut_threshold
+            cuts += cut
+            prev_thumb = thumb
             for t in job.tracks:
                 st = state[t.name]
-                main = trackers[t.name].update(d.boxes, d.scores)
+                main = trackers[t.name].update(d.boxes, d.scores, cut)
                 for j in range(len(d)):
                     st["dets"].append((f.index + 1, j, float(d.scores[j]), *d.boxes[j].tolist(),
                                        d.kps[j].reshape(-1).tolist(), j == main))
@@ -290,7 +299,7 @@ def _process(job: VideoJob, out: Path, cfg: Config, t0: float) -> list[TrackOutc
             face_pct=round(100 * faces / max(n, 1), 2),
             mean_score=round(float(np.nanmean(st["score"])) if faces else float("nan"), 4),
             seconds=elapsed, split=t.split,
-            extra={"fps": round(n / max(elapsed, 1e-9), 1), "detections": len(dets)})
+            extra={"fps": round(n / max(elapsed, 1e-9), 1), "detections": len(dets), "cuts": cuts})
         write_json(marker_path(out, t.name), asdict(outcome))
         outcomes.append(outcome)
     return outcomes

@@ -26,17 +26,17 @@ def test_continues_the_main_face_not_the_most_confident():
 
 def test_background_face_not_taken_during_a_short_miss_but_after_a_cut():
     tr = MainFaceTracker(TrackConfig(patience_s=0.2), fps=25)   # patience 5 frames
-    assert tr.update(B([100, 100, 200, 200]), np.array([0.9])) == 0
+    assert tr.update(B([100, 100, 200, 200], [10, 10, 40, 40]), np.array([0.9, 0.95])) == 0
     # main face missed for a few frames; a small background face is visible: not taken
     for _ in range(4):
         assert tr.update(B([10, 10, 40, 40]), np.array([0.95])) == -1
     # it comes back where it was: continued
     assert tr.update(B([10, 10, 40, 40], [102, 100, 202, 200]), np.array([0.95, 0.9])) == 1
-    # scene cut: a large face elsewhere is re-acquired at once
-    assert tr.update(B([300, 50, 420, 170]), np.array([0.9])) == 0
-    # after a long absence even a small face is taken
+    # scene cut: a face elsewhere, new in this frame, is re-acquired at once even if small
+    assert tr.update(B([300, 50, 330, 80]), np.array([0.9])) == 0
+    # after a long absence even a background face is taken
     tr2 = MainFaceTracker(TrackConfig(patience_s=0.2), fps=25)
-    tr2.update(B([100, 100, 200, 200]), np.array([0.9]))
+    tr2.update(B([100, 100, 200, 200], [10, 10, 40, 40]), np.array([0.9, 0.9]))
     results = [tr2.update(B([10, 10, 40, 40]), np.array([0.9])) for _ in range(6)]
     assert results[:5] == [-1] * 5 and results[5] == 0
 
