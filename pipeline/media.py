@@ -35,6 +35,22 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def check_readable(path: str | Path) -> Path:
+    """The path, or ``InputError`` saying why it cannot be read as a file."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(path, "broken symbolic link")
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a video file")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "permission denied")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    return path
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     path: str
@@ -69,11 +85,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     Uses ``-c copy -f framecrc``: one line per video packet with its pts, which is the set of
     frames a ``-fps_mode passthrough`` decode yields (no duplicated or dropped frames).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
+    path = check_readable(path)
     width, height, fps = _stream_header(path)
     proc = subprocess.run(
         [ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0",

@@ -19,7 +19,7 @@ import ffmpeg
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.media import ffmpeg_exe
+from pipeline.media import check_readable, ffmpeg_exe
 
 _SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:(-?[\d.e+-]+).*?\bs:(\d+)x(\d+)")
 
@@ -49,11 +49,7 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
     Raises ``InputError`` for a missing/empty/unreadable file, or when ffmpeg fails before the
     end (a truncated file yields its readable frames first, then the error).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
+    path = check_readable(path)
     proc = (
         ffmpeg.input(str(path))
         .output("pipe:", format="rawvideo", pix_fmt="bgr24", vf="showinfo",

@@ -27,16 +27,17 @@ log = logging.getLogger(__name__)
 def find_videos(paths: list[str | Path]) -> list[Path]:
     """Video files among the given files and folders (folders searched recursively).
 
-    A path that does not exist is a usage error; a file is taken whatever its extension (a
-    non-video then fails on its own as a bad input)."""
+    A named file is taken whatever its extension or state: a missing, unreadable or non-video
+    file then fails on its own as a bad input and the others go on."""
     found = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file())
-        elif p.exists():
-            found.append(p)
+            inside = sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file())
+            if not inside:
+                log.warning("%s: folder holds no video files (%s)", p, ", ".join(VIDEO_EXTENSIONS))
+            found += inside
         else:
-            raise UsageError(f"video path not found: {p}")
+            found.append(p)
     return found
 
 
