@@ -125,10 +125,12 @@ class EmbedConfig(_Strict):
 
 
 class DataSource(_Strict):
-    format: Literal["rafdb", "folder"]
+    format: Literal["rafdb", "folder", "ferplus", "affectnet"]
     root: str
     weight: float = Field(1.0, gt=0)
     class_map: dict[str, int] | None = None
+    soft_labels: bool = False
+    none_to_other: bool = True
 
 
 class Stage1DataConfig(_Strict):
