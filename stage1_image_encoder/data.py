@@ -60,21 +60,56 @@ def read_image(path: str) -> np.ndarray | None:
     return cv2.imdecode(data, cv2.IMREAD_COLOR)
 
 
+def crop_box(img: np.ndarray, box) -> np.ndarray | None:
+    """The part of ``img`` inside ``box`` = (x, y, w, h) pixels, clipped to the image.
+
+    A box with a NaN (or ``None``) means "no box": the whole image is returned. A box that does
+    not overlap the image (or has no area) gives None, like an unreadable file."""
+    if box is None:
+        return img
+    x, y, w, h = (float(v) for v in box)
+    if np.isnan([x, y, w, h]).any():
+        return img
+    H, W = img.shape[:2]
+    x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
+    x1, y1 = min(int(np.ceil(x + w)), W), min(int(np.ceil(y + h)), H)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return img[y0:y1, x0:x1]
+
 
 class LabelledImages(Dataset):
-    """Still images with 8-class labels for pretraining. Item: (image (3, S, S), label).
+    """Still images with 8-class labels for pretraining.
 
-    Training augmentation (``augment`` given): random resized crop, horizontal flip, colour
-    jitter, random erasing — on the uint8 tensor, before normalisation. An unreadable image
-    yields a zero image with label -1, which the loss ignores.
+    Item: ``(image (3, S, S) float, label int)``; when ``soft`` is given,
+    ``(image, label, soft_row (K,) float32)`` — the hard label stays available (for NAW
+    weights and metrics) next to the soft target.
+
+    ``boxes`` (N, 4) x, y, w, h: each image is first cropped to its box (clipped to the image;
+    NaN row = whole image). Training augmentation (``augment`` given) then applies random
+    resized crop, horizontal flip, colour jitter, random erasing — on the uint8 tensor, before
+    normalisation. An unreadable image, or one whose box lies outside it, yields a zero image
+    with label -1 (and an all-zero soft row), which the loss ignores.
     """
 
     def __init__(self, paths: list[str], labels, cfg: EncoderModelConfig,
-                 augment: AugmentConfig | None = None):
+                 augment: AugmentConfig | None = None, boxes=None, soft=None):
         from torchvision.transforms import v2
 
         self.paths = paths
         self.labels = [int(v) for v in labels]
+        if len(self.labels) != len(paths):
+            raise ValueError(f"{len(paths)} paths but {len(self.labels)} labels")
+        self.boxes = None
+        if boxes is not None:
+            self.boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+            if len(self.boxes) != len(paths):
+                raise ValueError(f"{len(paths)} paths but {len(self.boxes)} boxes")
+        self.soft = None
+        if soft is not None:
+            self.soft = torch.as_tensor(np.asarray(soft, dtype=np.float32))
+            if self.soft.ndim != 2 or len(self.soft) != len(paths):
+                raise ValueError(f"soft must be ({len(paths)}, K), got {tuple(self.soft.shape)}")
         self.size = cfg.img_size
         self.mean = torch.tensor(cfg.mean).view(3, 1, 1)
         self.std = torch.tensor(cfg.std).view(3, 1, 1)
@@ -94,10 +129,18 @@ class LabelledImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _item(self, x: torch.Tensor, label: int, i: int):
+        if self.soft is None:
+            return x, label
+        soft = self.soft[i].clone() if label >= 0 else torch.zeros(self.soft.shape[1])
+        return x, label, soft
+
     def __getitem__(self, i: int):
         img = read_image(self.paths[i])
+        if img is not None and self.boxes is not None:
+            img = crop_box(img, self.boxes[i])
         if img is None:
-            return torch.zeros(3, self.size, self.size), -1
+            return self._item(torch.zeros(3, self.size, self.size), -1, i)
         x = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)))  # RGB uint8
         if self.train_tf is not None:
             x = self.train_tf(x)
@@ -107,4 +150,4 @@ class LabelledImages(Dataset):
         x = (x.float() / 255.0 - self.mean) / self.std
         if self.erase is not None:
             x = self.erase(x)
-        return x, self.labels[i]
+        return self._item(x, self.labels[i], i)
