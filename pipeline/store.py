@@ -17,6 +17,7 @@ Readers load whole videos (or the whole store) at once; stage 2 never reads clip
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -143,6 +144,29 @@ class EmbeddingStore:
         vdir = self.path / "videos" / video
         if vdir.exists():
             shutil.rmtree(vdir)
+
+    # ------------------------------------------------------------------ export
+    def export_h5(self, path: str | Path) -> Path:
+        """The complete videos as one HDF5 file with the same structure: root attributes,
+        ``/videos/<video>/{emb, label, face}`` and their attributes. Written atomically."""
+        import h5py
+
+        from pipeline.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                for k, v in self.meta.items():
+                    f.attrs[k] = v if isinstance(v, (str, int, float, bool)) else json.dumps(v)
+                grp = f.create_group("videos")
+                for name in self.videos():
+                    rec = self.read_video(name)
+                    g = grp.create_group(name)
+                    g.create_dataset("emb", data=rec.emb, chunks=True)
+                    g.create_dataset("label", data=rec.label)
+                    g.create_dataset("face", data=rec.face)
+                    for k, v in rec.attrs.items():
+                        g.attrs[k] = v if isinstance(v, (str, int, float, bool)) else json.dumps(v)
+        return Path(path)
 
     # ------------------------------------------------------------------ read
     def read_video(self, video: str) -> VideoRecord:

@@ -1,8 +1,11 @@
 """Embed every frame of a manifest once into the embedding store.
 
-All pending crops stream through one DataLoader in (video, frame) order; a video is written to
-the store (completion marker last) as soon as its last crop has been embedded, so a killed run
-loses at most the videos in flight. Videos already complete in the store are skipped.
+All pending crops stream through one DataLoader in (video, frame) order, in batches that never
+span two videos (so a video's embeddings do not depend on which other videos were pending: a
+resumed run and a multi-rank run write the same arrays as one uninterrupted run). A video is
+written to the store (completion marker last) as soon as its last crop has been embedded, so a
+killed run loses at most the video in flight. Videos already complete are skipped. Under
+torchrun, ranks take disjoint videos and write to the same store.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from pipeline import distributed
 from pipeline.config import Config
 from pipeline.io import write_text
 from pipeline.progress import progress
@@ -60,13 +64,18 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
     key = encoder_key(model, mcfg)
     model = model.to(device).eval()
     dim = int(model.num_features)
-    store = EmbeddingStore.create_or_open(store_path, key, preprocessing(mcfg), dim)
-    write_text(store.path / "config.yaml", cfg.to_yaml())   # provenance of the latest writer
-    write_text(store.path / "git_sha.txt", git_sha() + "\n")
+    if distributed.is_primary():   # one writer creates the store, then everybody opens it
+        store = EmbeddingStore.create_or_open(store_path, key, preprocessing(mcfg), dim)
+        write_text(store.path / "config.yaml", cfg.to_yaml())   # provenance of the latest writer
+        write_text(store.path / "git_sha.txt", git_sha() + "\n")
+    distributed.barrier()
+    if not distributed.is_primary():
+        store = EmbeddingStore.create_or_open(store_path, key, preprocessing(mcfg), dim)
 
     pending: list[_Pending] = []
     skipped, written, failures = [], [], []
-    for name, rows in manifest.groupby("video", sort=True):
+    videos = distributed.shard(sorted(manifest["video"].unique()))
+    for name, rows in manifest[manifest["video"].isin(videos)].groupby("video", sort=True):
         rows = rows.sort_values("frame")
         if store.is_complete(name):
             skipped.append(name)
@@ -103,10 +112,9 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
             finish(p)
 
     if paths:
-        loader = DataLoader(CropFiles(paths, mcfg), batch_size=cfg.stage1.embed.batch_size,
-                            shuffle=False, num_workers=cfg.stage1.embed.workers,
-                            pin_memory=device.type == "cuda",
-                            persistent_workers=False)
+        loader = DataLoader(CropFiles(paths, mcfg),
+                            batch_sampler=per_video_batches(owners, cfg.stage1.embed.batch_size),
+                            num_workers=cfg.stage1.embed.workers, pin_memory=device.type == "cuda")
         use_amp = device.type == "cuda"
         with torch.inference_mode(), progress(total=len(paths), desc="embed", unit="frame") as bar:
             for idx, images, ok in loader:
@@ -125,4 +133,19 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
                     if p.remaining == 0:
                         finish(p)
                 bar.update(len(idx))
+    distributed.barrier()
     return EmbedResult(store_path, key, written, skipped, failures, len(paths))
+
+
+def per_video_batches(owners: list[int], batch_size: int) -> list[list[int]]:
+    """Index batches of at most ``batch_size`` over a flat, video-ordered list, each batch
+    inside one video (``owners[i]`` = the video of item i)."""
+    batches, current = [], []
+    for i, v in enumerate(owners):
+        if current and (len(current) == batch_size or owners[current[0]] != v):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches

@@ -2,6 +2,8 @@
 
     fer-pipeline stage1 train --out RUN_DIR [stage1.data.sources='[{format: rafdb, root: RAF}]']
     fer-pipeline stage1 embed --manifest DIR/manifest.parquet [--run RUN_DIR] [--store STORE]
+                              [--export-h5 FILE]
+    torchrun --nproc_per_node=8 -m pipeline stage1 embed --manifest ... --run ... --store ...
     python -m stage1_image_encoder embed --manifest ... stage1.embed.batch_size=256
 
 Without ``--run`` the encoder is built from ``stage1.model`` (weights from
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline import distributed
 from pipeline.cliutil import add_config_args, resolve_config, summary
 from pipeline.config import Config, load_config
 from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
@@ -36,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     emb.add_argument("--manifest", required=True, metavar="FILE")
     emb.add_argument("--run", metavar="RUN_DIR", help="stage-1 run dir whose encoder to use")
     emb.add_argument("--store", metavar="DIR", help="store path (default: artifacts/embeddings/<key>)")
+    emb.add_argument("--export-h5", metavar="FILE", help="also write the store as one HDF5 file")
     emb.set_defaults(handler=embed_command)
 
 
@@ -58,7 +62,11 @@ def run_embed(manifest_path: str | Path, cfg: Config, run_dir=None, store: str |
     from stage1_image_encoder.embed import embed_manifest
     from stage1_image_encoder.model import encoder_key
 
+    dist = distributed.init()
+    distributed.quiet_non_primary()
     device = setup_torch(cfg)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
     manifest = read_manifest(manifest_path)
     model, mcfg = encoder_from(cfg, run_dir)
     cfg = cfg.model_copy(update={"stage1": cfg.stage1.model_copy(update={"model": mcfg})})
@@ -92,6 +100,22 @@ def train_command(args: argparse.Namespace) -> int:
 def embed_command(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     res = run_embed(args.manifest, cfg, args.run, args.store)
-    summary(f"stage1 embed: {len(res.written)} video(s) written, {len(res.skipped)} already "
-            f"complete, {len(res.failures)} failed, {res.frames} crops embedded -> {res.store}")
-    return EXIT_INPUTS_FAILED if res.failures else EXIT_OK
+    parts = distributed.all_gather_objects(
+        (len(res.written), len(res.skipped), list(res.failures), res.frames))
+    written = sum(p[0] for p in parts)
+    skipped = sum(p[1] for p in parts)
+    failures = [f for p in parts for f in p[2]]
+    frames = sum(p[3] for p in parts)
+    if args.export_h5 and distributed.is_primary():
+        from pipeline.store import EmbeddingStore
+
+        EmbeddingStore.open(res.store).export_h5(args.export_h5)
+    distributed.barrier()
+    if distributed.is_primary():
+        ranks = distributed.info().world_size
+        summary(f"stage1 embed: {written} video(s) written, {skipped} already complete, "
+                f"{len(failures)} failed, {frames} crops embedded"
+                f"{f' on {ranks} ranks' if ranks > 1 else ''} -> {res.store}"
+                f"{f' (+ {args.export_h5})' if args.export_h5 else ''}")
+    distributed.cleanup()
+    return EXIT_INPUTS_FAILED if failures else EXIT_OK

@@ -81,3 +81,143 @@ def test_embed_manifest_aligned_resumable(affwild2_tree, tmp_path, tiny_cfg):
 def test_missing_manifest_is_usage_error(tmp_path, tiny_cfg):
     with pytest.raises(UsageError, match="manifest not found"):
         run_embed(tmp_path / "nope.parquet", tiny_cfg, store=tmp_path / "s")
+
+
+def _store_arrays(path):
+    store = EmbeddingStore.open(path)
+    return {v: (r.emb, r.label, r.face) for v in store.videos() for r in [store.read_video(v)]}
+
+
+def _assert_same_store(a, b):
+    A, B = _store_arrays(a), _store_arrays(b)
+    assert sorted(A) == sorted(B)
+    for v in A:
+        for x, y in zip(A[v], B[v]):
+            np.testing.assert_array_equal(x, y)
+
+
+def _cli(*args, timeout=600, launcher=None):
+    import subprocess
+    import sys
+
+    cmd = (launcher or [sys.executable, "-m"]) + ["pipeline", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def ingested(affwild2_tree, tmp_path):
+    _, manifest = run_ingest(affwild2_tree, tmp_path / "s0", load_config())
+    return manifest
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_write_the_same_store_as_one(ingested, tmp_path):
+    import shutil
+    import sys
+
+    one = tmp_path / "one"
+    r = _cli("stage1", "embed", "--manifest", ingested, "--store", one, *TINY_SWIN)
+    assert r.returncode == 0, r.stderr[-2000:]
+    two = tmp_path / "two"
+    torchrun = [shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run",
+                "--standalone", "--nproc_per_node=2", "-m"]
+    r2 = _cli("stage1", "embed", "--manifest", ingested, "--store", two, "--export-h5",
+              tmp_path / "two.h5", *TINY_SWIN, launcher=torchrun)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "on 2 ranks" in r2.stdout and r2.stdout.count("stage1 embed:") == 1
+    _assert_same_store(one, two)
+    # the HDF5 export holds the same arrays and attributes
+    import h5py
+
+    with h5py.File(tmp_path / "two.h5") as f:
+        store = EmbeddingStore.open(two)
+        assert f.attrs["encoder_key"] == store.encoder_key
+        assert sorted(f["videos"]) == store.videos()
+        for v in store.videos():
+            rec = store.read_video(v)
+            np.testing.assert_array_equal(f["videos"][v]["emb"][:], rec.emb)
+            np.testing.assert_array_equal(f["videos"][v]["label"][:], rec.label)
+            assert f["videos"][v].attrs["split"] == rec.attrs["split"]
+
+
+@pytest.mark.slow
+def test_sigkill_during_embedding_then_rerun_gives_the_same_arrays(ingested, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ref = tmp_path / "ref"
+    assert _cli("stage1", "embed", "--manifest", ingested, "--store", ref, *TINY_SWIN,
+                "stage1.embed.batch_size=8").returncode == 0
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "stage1", "embed", "--manifest",
+                             str(ingested), "--store", str(out), *TINY_SWIN,
+                             "stage1.embed.batch_size=8"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        done = [p for p in (out / "videos").glob("*") if (p / "zarr.json").exists()] \
+            if (out / "videos").is_dir() else []
+        if len(done) >= 2:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(EmbeddingStore.open(out).videos()) < 5, "killed too late"
+    r = _cli("stage1", "embed", "--manifest", ingested, "--store", out, *TINY_SWIN,
+             "stage1.embed.batch_size=8")
+    assert r.returncode == 0, r.stderr[-2000:]
+    _assert_same_store(ref, out)
+
+
+def test_nan_embeddings_reject_the_video_and_leave_the_store_clean(ingested, tmp_path, tiny_cfg,
+                                                                   monkeypatch):
+    import stage1_image_encoder.embed as E
+
+    manifest = read_manifest(ingested)
+    bad = manifest[manifest.has_face & (manifest.video == "vid_b")]
+    import cv2
+
+    for p in bad.crop_path:                       # mark vid_b's crops: flat black images
+        cv2.imwrite(p, np.zeros((112, 112, 3), np.uint8))
+    real = E.embed
+
+    def poisoned(model, images):
+        out = real(model, images)
+        flat = images.flatten(2).std(2).amax(1) < 1e-6   # a flat image -> NaN, like a broken encoder
+        out[flat] = float("nan")
+        return out
+
+    monkeypatch.setattr(E, "embed", poisoned)
+    res = run_embed(ingested, tiny_cfg, store=tmp_path / "store")
+    assert len(res.failures) == 1 and "vid_b" in res.failures[0] and "NaN" in res.failures[0]
+    store = EmbeddingStore.open(tmp_path / "store")
+    assert "vid_b" not in store.all_videos()
+    assert sorted(store.videos()) == sorted(set(manifest.video) - {"vid_b"})
+
+
+def test_checkpoint_that_is_not_a_state_dict_is_refused(tmp_path, tiny_cfg):
+    import pickle
+
+    from stage1_image_encoder.model import load_weights
+
+    model = build_encoder(tiny_cfg.stage1.model)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this would run on load",))
+
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"model": Payload()}))
+    with pytest.raises(UsageError, match="not a weights-only state dict"):
+        load_weights(model, tmp_path / "evil.pth")
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(UsageError, match="not a state dict of tensors"):
+        load_weights(model, tmp_path / "list.pth")
+    torch.save({"other.weight": torch.zeros(3)}, tmp_path / "wrong.pth")
+    with pytest.raises(UsageError, match="do not fit"):
+        load_weights(model, tmp_path / "wrong.pth")
+    torch.save(model.state_dict(), tmp_path / "ok.pth")
+    load_weights(model, tmp_path / "ok.pth")

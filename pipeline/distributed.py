@@ -1,0 +1,137 @@
+"""One distributed helper for every stage.
+
+Launch either way:
+
+    torchrun --nproc_per_node=8 -m pipeline stage2 train ...      (RANK/WORLD_SIZE set by torchrun)
+    fer-pipeline stage2 train --nproc 2 ...                        (self-spawn on one machine)
+
+NCCL on GPUs, gloo on CPU. Only the primary rank (0) logs and writes run files; evaluation
+all-reduces confusion counts, never per-rank scores.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def primary(self) -> bool:
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def init(prefer_cuda: bool = True) -> DistInfo:
+    """Join the process group when launched by torchrun / :func:`spawn`; no-op otherwise."""
+    if dist.is_available() and dist.is_initialized():
+        return info()
+    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1:
+        return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_nccl = prefer_cuda and torch.cuda.is_available()
+    if use_nccl:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_nccl else "gloo")
+    return info()
+
+
+def info() -> DistInfo:
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistInfo()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
+                    dist.get_backend())
+
+
+def is_primary() -> bool:
+    return info().primary
+
+
+def barrier() -> None:
+    if info().enabled:
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (in place, returned); identity in a single process."""
+    if info().enabled:
+        backend = dist.get_backend()
+        if backend == "nccl" and t.device.type != "cuda":
+            moved = t.cuda()
+            dist.all_reduce(moved)
+            t.copy_(moved.cpu())
+        else:
+            dist.all_reduce(t)
+    return t
+
+
+def all_gather_objects(obj) -> list:
+    if not info().enabled:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shard(items: Sequence, rank: int | None = None, world: int | None = None) -> list:
+    """Every ``world``-th item starting at ``rank``: disjoint, covering, order-stable."""
+    d = info()
+    rank = d.rank if rank is None else rank
+    world = d.world_size if world is None else world
+    return list(items)[rank::world]
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawned(local_rank: int, nproc: int, port: int, fn: Callable, args: tuple) -> None:
+    os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank),
+                       "WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})
+    try:
+        fn(*args)
+    finally:
+        cleanup()
+
+
+def spawn(fn: Callable, nproc: int, args: tuple = ()) -> None:
+    """Run ``fn(*args)`` in ``nproc`` processes forming one group on this machine."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_spawned, args=(nproc, free_port(), fn, args), nprocs=nproc,
+                       start_method="spawn", join=True)
+
+
+def quiet_non_primary() -> None:
+    """Silence INFO logs and progress bars on ranks other than 0."""
+    if not is_primary():
+        logging.getLogger().setLevel(logging.WARNING)
+        os.environ["FER_NO_PROGRESS"] = "1"
