@@ -162,6 +162,10 @@ class NAWKernelConfig(_Strict):
 
 class NLAConfig(NAWKernelConfig):
     enabled: bool = True
+    form: Literal["paper", "release"] = "paper"
+    lam_ce: float = Field(0.5, ge=0)
+    lam_naw: float = Field(0.5, ge=0)
+    lam_jsd: float = Field(0.4, ge=0)
     ce_epochs: int = Field(0, ge=0)
 
 
@@ -173,6 +177,8 @@ class TrainConfig(_Strict):
     wd: float = Field(0.05, ge=0)
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = None
+    amp: bool = True
+    accum: int = Field(1, ge=1)
 
 
 class Stage1TrainConfig(TrainConfig):

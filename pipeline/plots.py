@@ -8,8 +8,10 @@ from pipeline.io import atomic_path
 
 def plot_curves(rows: list[dict], path: str | Path, title: str = "",
                 loss_keys: tuple[str, ...] = ("train_loss",),
-                score_keys: tuple[str, ...] = ("val_acc", "val_macro_f1")) -> Path:
-    """Two panels over epochs: losses (left) and validation scores (right), as PNG."""
+                score_keys: tuple[str, ...] = ("val_acc", "val_macro_f1"),
+                marks: dict[str, float] | None = None) -> Path:
+    """Two panels over epochs: losses (left) and validation scores (right), as PNG.
+    ``marks``: labelled vertical lines at given epochs (e.g. where a loss term starts)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,6 +30,10 @@ def plot_curves(rows: list[dict], path: str | Path, title: str = "",
     ax_s.set_xlabel("epoch")
     ax_s.set_ylabel("score")
     ax_s.set_ylim(0, 1)
+    for label, x in (marks or {}).items():
+        for ax in (ax_l, ax_s):
+            ax.axvline(x, color="grey", linestyle="--", linewidth=1)
+        ax_s.text(x, 0.98, f" {label}", va="top", fontsize=8, color="grey")
     for ax in (ax_l, ax_s):
         ax.grid(alpha=0.3)
         ax.legend()

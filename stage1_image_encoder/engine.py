@@ -1,19 +1,29 @@
-"""Encoder pretraining on still-image sets with the NLA loss."""
+"""Encoder pretraining on still-image sets with the NLA loss.
+
+Single process or DDP (torchrun / gloo on CPU, NCCL on GPU); bf16 autocast on GPU; gradient
+accumulation; per-epoch ``train_state.pt`` so ``--resume`` continues exactly where a run
+stopped (the epoch's sampling and augmentation seeds depend only on (seed, epoch)).
+"""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
 
-from pipeline.checkpoint import save_checkpoint
+from pipeline import distributed
+from pipeline.checkpoint import save_checkpoint, unwrap_model
 from pipeline.config import Config
-from pipeline.io import append_jsonl, read_jsonl
+from pipeline.errors import UsageError
+from pipeline.io import append_jsonl, atomic_path, read_jsonl
 from pipeline.metrics import F1Report, confusion
-from pipeline.optim import adamw_warmup_cosine, optimizer_step
+from pipeline.optim import adamw_warmup_cosine
 from pipeline.plots import plot_curves
 from pipeline.progress import progress
 from stage1_image_encoder.data import LabelledImages
@@ -34,76 +44,164 @@ class PretrainResult:
     val_images: int
 
 
+class WeightedShardSampler(Sampler[int]):
+    """``len(weights)`` draws with replacement by weight, identical on every rank for an epoch
+    (seeded by (seed, epoch)), of which each rank takes every world-th."""
+
+    def __init__(self, weights: np.ndarray, seed: int, rank: int = 0, world: int = 1):
+        self.weights = torch.as_tensor(weights, dtype=torch.double)
+        self.seed, self.rank, self.world = seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        draws = torch.multinomial(self.weights, len(self.weights), replacement=True, generator=g)
+        return iter(draws[self.rank::self.world].tolist())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.weights), self.world))
+
+
 def _present_macro_f1(report: F1Report) -> float:
     """Macro-F1 over the classes present in the evaluation set (RAF-DB has no 'Other')."""
     present = report.support > 0
     return float(report.f1[present].mean()) if present.any() else 0.0
 
 
+def _images(lst: ImageList, cfg: Config, augment=None) -> LabelledImages:
+    return LabelledImages(lst.paths, lst.labels, cfg.stage1.model, augment, boxes=lst.boxes,
+                          soft=lst.soft if augment is not None else None)
+
+
 @torch.inference_mode()
 def evaluate_images(model: torch.nn.Module, images: ImageList, cfg: Config,
                     device: torch.device) -> F1Report:
-    ds = LabelledImages(images.paths, images.labels, cfg.stage1.model)
-    loader = DataLoader(ds, batch_size=cfg.stage1.train.batch_size * 2, shuffle=False,
-                        num_workers=cfg.stage1.data.workers)
+    """Confusion over the rank's share of ``images``, all-reduced over ranks."""
+    ds = _images(images, cfg)
+    idx = distributed.shard(range(len(ds)))
+    loader = DataLoader(torch.utils.data.Subset(ds, idx), batch_size=cfg.stage1.train.batch_size * 2,
+                        shuffle=False, num_workers=cfg.stage1.data.workers)
     model.eval()
-    preds, labels = [], []
+    cm = np.zeros((8, 8), np.int64)
     for x, y in loader:
-        preds.append(model(x.to(device)).argmax(-1).cpu())
-        labels.append(y)
-    y = torch.cat(labels).numpy()
-    p = torch.cat(preds).numpy()
-    keep = y >= 0
-    return F1Report(confusion(y[keep], p[keep]))
+        with _autocast(device, cfg.stage1.train.amp):
+            pred = model(x.to(device)).argmax(-1).cpu().numpy()
+        y = y.numpy()
+        cm += confusion(y[y >= 0], pred[y >= 0])
+    total = distributed.all_reduce_sum(torch.from_numpy(cm))
+    return F1Report(total.numpy())
 
 
-def pretrain(cfg: Config, run_dir: Path, device: torch.device) -> PretrainResult:
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _save_state(path: Path, model, opt, sched, epoch: int) -> None:
+    state = {"model": unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "epoch": epoch}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def pretrain(cfg: Config, run_dir: Path, device: torch.device, resume: bool = False) -> PretrainResult:
     s1 = cfg.stage1
+    dist = distributed.info()
     train_set, val_set, weights = build_image_sets(s1.data.sources)
     model = build_encoder(s1.model).to(device)
-    ds = LabelledImages(train_set.paths, train_set.labels, s1.model, s1.augment)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    sampler = WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(ds),
-                                    replacement=True, generator=gen)
-    loader = DataLoader(ds, batch_size=s1.train.batch_size, sampler=sampler, drop_last=len(ds) > s1.train.batch_size,
+    ds = _images(train_set, cfg, s1.augment)
+    sampler = WeightedShardSampler(weights, cfg.seed, dist.rank, dist.world_size)
+    loader_gen = torch.Generator()
+    loader = DataLoader(ds, batch_size=s1.train.batch_size, sampler=sampler,
+                        drop_last=len(sampler) > s1.train.batch_size,
                         num_workers=s1.data.workers, pin_memory=device.type == "cuda",
-                        persistent_workers=s1.data.workers > 0)
-    steps = len(loader)
+                        persistent_workers=s1.data.workers > 0, generator=loader_gen)
+    steps = max(1, len(loader) // s1.train.accum)
     opt, sched = adamw_warmup_cosine(model.parameters(), s1.train.lr, s1.train.wd,
                                      steps * s1.train.epochs, int(round(s1.train.warmup_epochs * steps)))
+    state_path = run_dir / "train_state.pt"
+    start = 0
+    if resume:
+        if not state_path.is_file():
+            raise UsageError(f"{run_dir}: nothing to resume (no train_state.pt)")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start = int(state["epoch"]) + 1
+        log.info("resuming %s at epoch %d", run_dir, start)
+    net = DistributedDataParallel(model) if dist.enabled else model
     ckpt = run_dir / "checkpoint.safetensors"
-    log.info("stage1 pretrain: %d train / %d val images, %d steps/epoch, %d epochs, %s loss",
+    log.info("stage1 pretrain: %d train / %d val images, %d steps/epoch, %d epochs, %s loss%s",
              len(train_set), len(val_set), steps, s1.train.epochs,
-             "NLA" if s1.nla.enabled else "CE")
+             f"NLA ({s1.nla.form})" if s1.nla.enabled else "CE",
+             f", {dist.world_size} ranks" if dist.enabled else "")
     report = None
-    bar = progress(range(s1.train.epochs), desc="stage1 pretrain", unit="epoch")
-    for epoch in bar:
+    for epoch in progress(range(start, s1.train.epochs), desc="stage1 pretrain", unit="epoch",
+                          initial=start, total=s1.train.epochs):
         t0 = time.time()
-        model.train()
+        net.train()
+        sampler.set_epoch(epoch)
+        # this epoch's randomness depends only on (seed, epoch): worker augmentation seeds, and
+        # the global generator (in-process augmentation, dropout) for exact resumption
+        loader_gen.manual_seed(cfg.seed * 100_003 + epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch + dist.rank * 7919)
         frac = epoch / s1.train.epochs
         nla_cfg = s1.nla if epoch >= s1.nla.ce_epochs else s1.nla.model_copy(update={"enabled": False})
+        release = nla_cfg.enabled and nla_cfg.form == "release" and nla_cfg.lam_jsd > 0
         loss_sum, w_sum, n = 0.0, 0.0, 0
-        for x, y in loader:
-            logits = model(x.to(device, non_blocking=True))
-            loss, w_mean = nla_loss(logits, y.to(device), frac, nla_cfg)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"stage1: non-finite loss at epoch {epoch}")
-            optimizer_step(loss, model, opt, sched, s1.train.grad_clip)
+        opt.zero_grad(set_to_none=True)
+        for i, batch in enumerate(loader):
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device)
+            soft = batch[2].to(device) if len(batch) > 2 else None
+            last_micro = (i + 1) % s1.train.accum == 0
+            sync = contextlib.nullcontext() if (last_micro or not dist.enabled) else net.no_sync()
+            with sync:
+                with _autocast(device, s1.train.amp):
+                    logits = net(torch.cat([x, x.flip(-1)]) if release else x)
+                logits_flip = None
+                if release:
+                    logits, logits_flip = logits.chunk(2)
+                loss, w_mean = nla_loss(logits, y, frac, nla_cfg, soft, logits_flip)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"stage1: non-finite loss at epoch {epoch} step {i}")
+                (loss / s1.train.accum).backward()
+            if last_micro:
+                if s1.train.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), s1.train.grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
             loss_sum += loss.item()
             w_sum += float(w_mean)
             n += 1
+        stats = distributed.all_reduce_sum(torch.tensor([loss_sum, w_sum, n], dtype=torch.float64))
+        loss_sum, w_sum, n = stats.tolist()
         row = {"epoch": epoch, "train_loss": loss_sum / max(n, 1), "mean_nla_weight": w_sum / max(n, 1),
-               "lr": opt.param_groups[0]["lr"], "epoch_s": round(time.time() - t0, 2)}
+               "nla": bool(nla_cfg.enabled), "lr": opt.param_groups[0]["lr"],
+               "epoch_s": round(time.time() - t0, 2)}
         if len(val_set):
-            report = evaluate_images(model, val_set, cfg, device)
+            report = evaluate_images(unwrap_model(net), val_set, cfg, device)
             row.update(val_acc=report.accuracy, val_macro_f1=_present_macro_f1(report))
-        append_jsonl(run_dir / "metrics.jsonl", row)
-        save_checkpoint(ckpt, model, {"epoch": epoch, "model": s1.model.name,
-                                      "val_acc": row.get("val_acc")})
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row.get('val_acc', float('nan')):.3f}")
-    history = read_jsonl(run_dir / "metrics.jsonl")
-    plot_curves(history, run_dir / "learning_curve.png",
-                title=f"stage 1 pretraining ({s1.model.name}, {'NLA' if s1.nla.enabled else 'CE'})")
+        if dist.primary:
+            append_jsonl(run_dir / "metrics.jsonl", row)
+            save_checkpoint(ckpt, net, {"epoch": epoch, "model": s1.model.name,
+                                        "val_acc": row.get("val_acc"),
+                                        "git_sha": (run_dir / "git_sha.txt").read_text().strip()
+                                        if (run_dir / "git_sha.txt").exists() else "unknown"})
+            _save_state(state_path, net, opt, sched, epoch)
+        distributed.barrier()
+    if report is None and len(val_set):      # resumed a finished run: report its final state
+        report = evaluate_images(unwrap_model(net), val_set, cfg, device)
+    if dist.primary:
+        history = read_jsonl(run_dir / "metrics.jsonl")
+        marks = {"NLA starts": s1.nla.ce_epochs} if s1.nla.enabled and s1.nla.ce_epochs else {}
+        plot_curves(history, run_dir / "learning_curve.png", marks=marks,
+                    title=f"stage 1 pretraining ({s1.model.name}, "
+                          f"{'NLA ' + s1.nla.form if s1.nla.enabled else 'CE'})")
     return PretrainResult(run_dir, ckpt, report.accuracy if report else None,
                           _present_macro_f1(report) if report else None, len(train_set), len(val_set))
-

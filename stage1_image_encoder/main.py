@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s1 = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     tr = add_config_args(s1.add_parser("train", help="pretrain the encoder on still images (NLA)"))
     tr.add_argument("--out", metavar="RUN_DIR", help="run dir (default artifacts/runs/stage1/<id>)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    tr.add_argument("--nproc", type=int, default=1, metavar="N",
+                    help="self-spawn N DDP processes on this machine (or launch with torchrun)")
     tr.set_defaults(handler=train_command)
     emb = add_config_args(s1.add_parser("embed", help="embed every manifest frame into the store"))
     emb.add_argument("--manifest", required=True, metavar="FILE")
@@ -76,24 +79,51 @@ def run_embed(manifest_path: str | Path, cfg: Config, run_dir=None, store: str |
     return embed_manifest(manifest, model, cfg, store, device)
 
 
-def run_pretrain(cfg: Config, run_dir: str | Path):
+def run_pretrain(cfg: Config, run_dir: str | Path, resume: bool = False):
     from stage1_image_encoder.engine import pretrain
 
+    dist = distributed.init()
+    distributed.quiet_non_primary()
     device = setup_torch(cfg)
-    run_dir = init_run_dir(run_dir, cfg, "stage1")
-    result = pretrain(cfg, run_dir, device)
-    write_json(run_dir / "result.json", {
-        "val_acc": result.val_acc, "val_macro_f1_present_classes": result.val_macro_f1,
-        "train_images": result.train_images, "val_images": result.val_images})
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    run_dir = Path(run_dir)
+    if resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"{run_dir}: not a stage-1 run to resume")
+        cfg = load_config([run_dir / "config.yaml"], base=None)
+    elif dist.primary:
+        init_run_dir(run_dir, cfg, "stage1")
+    distributed.barrier()
+    result = pretrain(cfg, run_dir, device, resume=resume)
+    if dist.primary:
+        write_json(run_dir / "result.json", {
+            "val_acc": result.val_acc, "val_macro_f1_present_classes": result.val_macro_f1,
+            "train_images": result.train_images, "val_images": result.val_images,
+            "ranks": dist.world_size})
     return result
 
 
-def train_command(args: argparse.Namespace) -> int:
+def _train_worker(args: argparse.Namespace) -> None:
     cfg = resolve_config(args)
-    res = run_pretrain(cfg, args.out or default_run_dir(cfg, "stage1"))
-    acc = "n/a" if res.val_acc is None else f"{100 * res.val_acc:.1f}%"
-    summary(f"stage1 train: {res.train_images} images, val accuracy {acc} on {res.val_images} "
-            f"images -> {res.run_dir} (learning_curve.png, checkpoint.safetensors)")
+    res = run_pretrain(cfg, args.out, args.resume)
+    if distributed.is_primary():
+        acc = "n/a" if res.val_acc is None else f"{100 * res.val_acc:.1f}%"
+        summary(f"stage1 train: {res.train_images} images, val accuracy {acc} on "
+                f"{res.val_images} images -> {res.run_dir} (learning_curve.png, "
+                f"checkpoint.safetensors)")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out RUN_DIR")
+    if not args.out:
+        args.out = str(default_run_dir(resolve_config(args), "stage1"))
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        distributed.spawn(_train_worker, args.nproc, (args,))
+    else:
+        _train_worker(args)
+        distributed.cleanup()
     return EXIT_OK
 
 

@@ -130,3 +130,117 @@ def test_pretrain_then_embed_with_the_run(tmp_path, affwild2_tree):
     missing = subprocess.run([sys.executable, "-m", "pipeline", "stage1", "embed", "--manifest",
                               str(manifest), "--run", str(tmp_path)], capture_output=True, text=True)
     assert missing.returncode == 2 and "no checkpoint.safetensors" in missing.stderr
+
+
+def test_jsd_values():
+    from stage1_image_encoder.losses import jsd
+
+    a = torch.tensor([[2.0, 0.0, -1.0]])
+    assert float(jsd(a, a)) == pytest.approx(0.0, abs=1e-7)
+    b = torch.tensor([[-1.0, 0.5, 2.0]])
+    assert float(jsd(a, b)) == pytest.approx(float(jsd(b, a)))
+    p, q = a.softmax(-1)[0].double(), b.softmax(-1)[0].double()
+    m = (p + q) / 2
+    hand = 0.5 * (p * (p / m).log()).sum() + 0.5 * (q * (q / m).log()).sum()
+    assert float(jsd(a, b)) == pytest.approx(float(hand), rel=1e-5)
+    assert float(jsd(torch.tensor([[50.0, 0, 0]]), torch.tensor([[0, 50.0, 0]]))) == \
+        pytest.approx(np.log(2), rel=1e-4)                      # disjoint: log 2
+
+
+def test_release_form_and_soft_targets():
+    from pipeline.naw import naw_weight
+    from stage1_image_encoder.losses import jsd
+
+    torch.manual_seed(1)
+    logits = torch.randn(4, 8, requires_grad=True)
+    flip = torch.randn(4, 8)
+    target = torch.tensor([0, 3, -1, 7])
+    cfg = NLAConfig(form="release")
+    loss, _ = nla_loss(logits, target, 0.3, cfg, logits_flip=flip)
+    keep = target >= 0
+    ce = torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="none")
+    w = naw_weight(logits[keep].softmax(-1), target[keep], 0.3)
+    expected = 0.5 * ce.mean() + 0.5 * (w * ce).mean() + 0.4 * jsd(logits[keep], flip[keep])
+    torch.testing.assert_close(loss, expected)
+    soft = torch.zeros(4, 8)
+    soft[:, 0], soft[:, 1] = 0.75, 0.25
+    s_loss, _ = nla_loss(logits, target, 0.3, NLAConfig(enabled=False), soft=soft)
+    ref = -(soft[keep] * logits[keep].log_softmax(-1)).sum(-1).mean()
+    torch.testing.assert_close(s_loss, ref)
+
+
+def _train(out, raf, *extra, launcher=None, timeout=600):
+    import subprocess
+    import sys
+
+    cmd = (launcher or [sys.executable, "-m"]) + [
+        "pipeline", "stage1", "train", "--out", str(out),
+        f"stage1.data.sources=[{{format: rafdb, root: {raf}}}]", *TINY_SWIN,
+        "stage1.model.img_size=64", "stage1.model.window_size=4", "stage1.data.workers=0",
+        "stage1.train.batch_size=8", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(tmp_path):
+    """Killed after an epoch and resumed == trained straight through (identical weights)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    raf = make_rafdb(tmp_path / "raf", n_train=3)
+    args = ["stage1.train.epochs=3", "stage1.nla.form=release"]
+    straight = tmp_path / "straight"
+    r = _train(straight, raf, *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    part = tmp_path / "part"
+    p = subprocess.Popen([sys.executable, "-m", "pipeline", "stage1", "train", "--out", str(part),
+                          f"stage1.data.sources=[{{format: rafdb, root: {raf}}}]", *TINY_SWIN,
+                          "stage1.model.img_size=64", "stage1.model.window_size=4",
+                          "stage1.data.workers=0", "stage1.train.batch_size=8", *args],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and not (part / "train_state.pt").exists():
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    done = len((part / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= done < 3, "killed too late"
+    r = subprocess.run([sys.executable, "-m", "pipeline", "stage1", "train", "--out", str(part),
+                        "--resume"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = load_file(str(straight / "checkpoint.safetensors"))
+    b = load_file(str(part / "checkpoint.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    rows = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_pretrain(tmp_path):
+    import shutil
+    import sys
+
+    raf = make_rafdb(tmp_path / "raf", n_train=4)
+    torchrun = [shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run",
+                "--standalone", "--nproc_per_node=2", "-m"]
+    r = _train(tmp_path / "ddp", raf, "stage1.train.epochs=2", launcher=torchrun)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("stage1 train:") == 1                        # rank 0 only
+    rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in rows] == [0, 1]
+    assert json.loads((tmp_path / "ddp" / "result.json").read_text())["ranks"] == 2
+    # self-spawned ranks give the same run as torchrun-launched ones
+    r2 = _train(tmp_path / "spawn", raf, "stage1.train.epochs=2", "--nproc", "2")
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "ddp" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "spawn" / "checkpoint.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
