@@ -11,31 +11,37 @@ from torch.utils.data import Dataset
 from pipeline.config import AugmentConfig, EncoderModelConfig
 
 
-class CropNormalizer:
-    """BGR uint8 crop -> (3, S, S) float tensor, resized and normalised like the encoder expects."""
+def crop_tensor(bgr: np.ndarray, size: int) -> torch.Tensor:
+    """BGR uint8 crop -> (3, size, size) RGB uint8 tensor (resized when needed)."""
+    if bgr.shape[:2] != (size, size):
+        bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1)))
+
+
+class BatchNormalizer:
+    """(B, 3, S, S) uint8 RGB -> float, normalised like the encoder expects. Runs on the batch
+    where it lives (the GPU in production), so workers only decode and ship 4x fewer bytes."""
 
     def __init__(self, cfg: EncoderModelConfig):
-        self.size = cfg.img_size
-        self.mean = np.asarray(cfg.mean, dtype=np.float32) * 255.0
-        self.std = np.asarray(cfg.std, dtype=np.float32) * 255.0
+        self.mean = torch.tensor(cfg.mean).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(cfg.std).view(1, 3, 1, 1) * 255.0
 
-    def __call__(self, bgr: np.ndarray) -> torch.Tensor:
-        if bgr.shape[:2] != (self.size, self.size):
-            bgr = cv2.resize(bgr, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
-        rgb = bgr[:, :, ::-1].astype(np.float32)
-        return torch.from_numpy(((rgb - self.mean) / self.std).transpose(2, 0, 1).copy())
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        return (x.float() - mean) / std
 
 
 class CropFiles(Dataset):
     """Face crops read from JPEG files in the given order.
 
-    Item: (index, image (3, S, S), ok). An unreadable or truncated file gives ``ok = False`` and
-    a zero image, so one bad JPEG never stops a run.
+    Item: (index, image (3, S, S) uint8 RGB, ok). An unreadable or truncated file gives
+    ``ok = False`` and a zero image, so one bad JPEG never stops a run. Normalise batches with
+    :class:`BatchNormalizer`.
     """
 
     def __init__(self, paths: list[str], cfg: EncoderModelConfig):
         self.paths = paths
-        self.norm = CropNormalizer(cfg)
+        self.size = cfg.img_size
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -43,8 +49,8 @@ class CropFiles(Dataset):
     def __getitem__(self, i: int):
         img = read_image(self.paths[i])
         if img is None:
-            return i, torch.zeros(3, self.norm.size, self.norm.size), False
-        return i, self.norm(img), True
+            return i, torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
+        return i, crop_tensor(img, self.size), True
 
 
 def read_image(path: str) -> np.ndarray | None:

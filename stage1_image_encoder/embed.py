@@ -24,7 +24,7 @@ from pipeline.io import write_text
 from pipeline.progress import progress
 from pipeline.runs import git_sha
 from pipeline.store import EmbeddingStore
-from stage1_image_encoder.data import CropFiles
+from stage1_image_encoder.data import BatchNormalizer, CropFiles
 from stage1_image_encoder.model import embed, encoder_key, preprocessing
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,11 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
                             batch_sampler=per_video_batches(owners, cfg.stage1.embed.batch_size),
                             num_workers=cfg.stage1.embed.workers, pin_memory=device.type == "cuda")
         use_amp = device.type == "cuda"
+        normalize = BatchNormalizer(mcfg)
         with torch.inference_mode(), progress(total=len(paths), desc="embed", unit="frame") as bar:
             for idx, images, ok in loader:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = embed(model, images.to(device, non_blocking=True))
+                    out = embed(model, normalize(images.to(device, non_blocking=True)))
                 out = out.float().cpu().numpy()
                 for j, flat in enumerate(idx.tolist()):
                     p = pending[owners[flat]]

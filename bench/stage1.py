@@ -1,0 +1,119 @@
+"""Stage-1 embedding throughput, side by side in one run on the same crops:
+
+- the full embed path (JPEG decode in DataLoader workers, per-video batches, store writes)
+- the bare backbone forward on the same batches, already decoded in memory
+- their ratio (target >= 0.9: reading and writing hide behind the forward pass)
+
+    python -m bench.stage1 [--frames 2000] [--model tiny|base] [--workers 2]
+
+On a GPU: ``--model base`` measures swin_base_patch4_window7_224 (bf16, channels-last) frames/s
+(target >= 3000 on an H100). Writes bench/stage1.json and merges into bench/results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.common import row, write_rows
+from pipeline.config import load_config
+from pipeline.manifest import empty_rows, write_manifest
+
+TINY = ["stage1.model.name=swin_tiny_patch4_window7_224", "stage1.model.img_size=112",
+        "stage1.model.embed_dim=32", "stage1.model.depths=[2,2]", "stage1.model.num_heads=[2,4]",
+        "stage1.model.window_size=7"]
+
+
+def make_manifest(root: Path, frames: int, per_video: int = 500) -> Path:
+    rng = np.random.default_rng(0)
+    parts = []
+    for v in range(-(-frames // per_video)):
+        n = min(per_video, frames - v * per_video)
+        d = root / "crops" / f"v{v:03d}"
+        d.mkdir(parents=True)
+        rows = empty_rows(f"v{v:03d}", n, "train", np.arange(n) / 25)
+        for k in range(n):
+            img = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
+            cv2.imwrite(str(d / f"{k + 1:05d}.jpg"), cv2.GaussianBlur(img, (7, 7), 2))
+        rows["has_face"] = True
+        rows["crop_path"] = pd.array([f"crops/v{v:03d}/{k + 1:05d}.jpg" for k in range(n)], dtype="string")
+        parts.append(rows)
+    return write_manifest(root / "manifest.parquet", parts)
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--frames", type=int, default=2000)
+    p.add_argument("--model", choices=["tiny", "base"], default="tiny")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0 if not torch.cuda.is_available() else 4,
+                   help="DataLoader workers (default: 0 on a CPU, where workers compete with the forward)")
+    p.add_argument("--out", type=Path, default=Path(__file__).with_name("stage1.json"))
+    args = p.parse_args(argv)
+
+    from stage1_image_encoder.data import BatchNormalizer, crop_tensor
+    from pipeline.manifest import read_manifest
+    from stage1_image_encoder.embed import embed_manifest
+    from stage1_image_encoder.main import encoder_from
+    from stage1_image_encoder.model import embed
+
+    overrides = (TINY if args.model == "tiny" else []) + [
+        f"stage1.embed.batch_size={args.batch}", f"stage1.embed.workers={args.workers}"]
+    cfg = load_config(overrides=overrides)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stage1-"))
+    try:
+        manifest = make_manifest(tmp, args.frames)
+        # bare forward on the same crops, decoded in memory beforehand, same batch boundaries
+        model, mcfg = encoder_from(cfg)
+        model = model.to(device).eval()
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        norm = BatchNormalizer(mcfg)
+        paths = sorted((tmp / "crops").rglob("*.jpg"))
+        images = norm(torch.stack([crop_tensor(cv2.imread(str(q)), mcfg.img_size) for q in paths]))
+        per_video = 500
+        batches = [images[s:min(s + args.batch, (s // per_video + 1) * per_video)]
+                   for s in range(0, len(images), args.batch)]
+        with torch.inference_mode():
+            for b in batches[:2]:
+                embed(model, b.to(device))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for b in batches:
+                x = b.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    embed(model, x.contiguous(memory_format=torch.channels_last)
+                          if device.type == "cuda" else x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            bare_fps = len(images) / (time.perf_counter() - t)
+        # the streaming embed loop (model already built, as in a long run's steady state)
+        df = read_manifest(manifest)
+        t = time.perf_counter()
+        res = embed_manifest(df, model, cfg, tmp / "store", device)
+        full_fps = res.frames / (time.perf_counter() - t)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    info = {"model": mcfg.name, "img_size": mcfg.img_size, "batch": args.batch,
+            "workers": args.workers, "frames": args.frames, "device": device.type}
+    rows = [row("stage1 bare backbone forward, frames/s", bare_fps, "frames/s", **info),
+            row("stage1 embed (decode + forward + store), frames/s", full_fps, "frames/s", **info),
+            row("stage1 embed / bare forward", full_fps / bare_fps, "x", target=0.9, **info)]
+    if device.type == "cuda" and args.model == "base":
+        rows.append(row("stage1 swin_base bf16 channels-last forward, frames/s", bare_fps,
+                        "frames/s", target=3000, **info))
+    write_rows(rows, args.out)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
