@@ -55,6 +55,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--workers", type=int, default=0 if not torch.cuda.is_available() else 4,
                    help="DataLoader workers (default: 0 on a CPU, where workers compete with the forward)")
+    p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("stage1.json"))
     args = p.parse_args(argv)
 
@@ -82,25 +83,35 @@ def main(argv=None) -> list[dict]:
         per_video = 500
         batches = [images[s:min(s + args.batch, (s // per_video + 1) * per_video)]
                    for s in range(0, len(images), args.batch)]
-        with torch.inference_mode():
-            for b in batches[:2]:
-                embed(model, b.to(device))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            for b in batches:
-                x = b.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    embed(model, x.contiguous(memory_format=torch.channels_last)
-                          if device.type == "cuda" else x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            bare_fps = len(images) / (time.perf_counter() - t)
+        def bare() -> float:
+            with torch.inference_mode():
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                for b in batches:
+                    x = b.to(device, non_blocking=True)
+                    with torch.autocast(device.type, dtype=torch.bfloat16,
+                                        enabled=device.type == "cuda"):
+                        embed(model, x.contiguous(memory_format=torch.channels_last)
+                              if device.type == "cuda" else x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                return len(images) / (time.perf_counter() - t)
+
         # the streaming embed loop (model already built, as in a long run's steady state)
         df = read_manifest(manifest)
-        t = time.perf_counter()
-        res = embed_manifest(df, model, cfg, tmp / "store", device)
-        full_fps = res.frames / (time.perf_counter() - t)
+
+        def full(k: int) -> float:
+            t = time.perf_counter()
+            res = embed_manifest(df, model, cfg, tmp / f"store{k}", device)
+            return res.frames / (time.perf_counter() - t)
+
+        with torch.inference_mode():
+            embed(model, batches[0].to(device))                      # warm-up
+        bare_fps, full_fps = 0.0, 0.0
+        for k in range(args.repeat):       # interleaved, best of each: robust to machine noise
+            bare_fps = max(bare_fps, bare())
+            full_fps = max(full_fps, full(k))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     info = {"model": mcfg.name, "img_size": mcfg.img_size, "batch": args.batch,
