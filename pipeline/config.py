@@ -198,8 +198,27 @@ class Stage1Config(_Strict):
 class Stage2DataConfig(_Strict):
     clip_len: int = Field(100, ge=2)
     stride_eval: int | None = None
-    split: Literal["official"] = "official"
+    speed_jitter: float = Field(0.0, ge=0, lt=1)
+    class_balanced: bool = False
+    split: Literal["official", "kfold"] = "official"
+    folds: int = Field(3, ge=2)
+    fold: int = Field(0, ge=0)
     preload: Literal["cpu", "device"] = "cpu"
+
+
+class TokenAugConfig(_Strict):
+    enabled: bool = True
+    drop_min: float = Field(0.2, ge=0, lt=1)
+    drop_max: float = Field(0.4, ge=0, lt=1)
+    drop_loss: Literal["keep", "exclude"] = "keep"
+    mask_ratio: float = Field(0.2, ge=0, lt=1)
+    mask_token: Literal["zeros", "learned"] = "zeros"
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.drop_min > self.drop_max:
+            raise ValueError("drop_min must be <= drop_max")
+        return self
 
 
 class TemporalModelConfig(_Strict):
@@ -209,6 +228,7 @@ class TemporalModelConfig(_Strict):
     ff: int = Field(512, ge=1)
     dropout: float = Field(0.6, ge=0, lt=1)
     pos: Literal["none", "learned", "sine"] = "none"
+    head: Literal["flat", "cfcsp"] = "flat"
 
     @model_validator(mode="after")
     def _check(self):
@@ -217,16 +237,42 @@ class TemporalModelConfig(_Strict):
         return self
 
 
+class VNAWConfig(NAWKernelConfig):
+    enabled: bool = True
+
+
+class Stage2LossConfig(_Strict):
+    target: Literal["frame", "clip"] = "frame"
+    class_weights: Literal["none", "balanced"] = "none"
+
+
 class Stage2TrainConfig(TrainConfig):
     epochs: int = Field(30, ge=1)
     wd: float = Field(0.01, ge=0)
     grad_clip: float | None = 1.0
+    early_stop: int = Field(0, ge=0)
+    keep: Literal["best", "last"] = "best"
+
+
+class PostConfig(_Strict):
+    smooth_window: int = Field(0, ge=0)
+    interpolate: bool = True
 
 
 class Stage2Config(_Strict):
     data: Stage2DataConfig = Stage2DataConfig()
+    aug: TokenAugConfig = TokenAugConfig()
     model: TemporalModelConfig = TemporalModelConfig()
+    naw: VNAWConfig = VNAWConfig()
+    loss: Stage2LossConfig = Stage2LossConfig()
     train: Stage2TrainConfig = Stage2TrainConfig()
+    post: PostConfig = PostConfig()
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.data.fold >= self.data.folds:
+            raise ValueError(f"data.fold ({self.data.fold}) must be < data.folds ({self.data.folds})")
+        return self
 
 
 # ---------------------------------------------------------------------------------- root
