@@ -9,7 +9,7 @@ import logging
 import sys
 
 from pipeline.cliutil import add_config_args, resolve_config, summary
-from pipeline.errors import EXIT_OK, EXIT_USAGE, UsageError
+from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, EXIT_USAGE, RunFailed, UsageError
 
 log = logging.getLogger("fer")
 
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUTS_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -201,8 +201,9 @@ class Stage2DataConfig(_Strict):
     speed_jitter: float = Field(0.0, ge=0, lt=1)
     class_balanced: bool = False
     split: Literal["official", "kfold"] = "official"
-    folds: int = Field(3, ge=2)
+    folds: int = Field(3, ge=1)
     fold: int = Field(0, ge=0)
+    val_ratio: float = Field(0.3, gt=0, lt=1)
     preload: Literal["cpu", "device"] = "cpu"
 
 

@@ -126,8 +126,19 @@ def spawn(fn: Callable, nproc: int, args: tuple = ()) -> None:
     """Run ``fn(*args)`` in ``nproc`` processes forming one group on this machine."""
     import torch.multiprocessing as mp
 
-    mp.start_processes(_spawned, args=(nproc, free_port(), fn, args), nprocs=nproc,
-                       start_method="spawn", join=True)
+    from pipeline.errors import RunFailed, UsageError
+
+    try:
+        mp.start_processes(_spawned, args=(nproc, free_port(), fn, args), nprocs=nproc,
+                           start_method="spawn", join=True)
+    except mp.ProcessRaisedException as e:
+        # re-raise a worker's own error (its last traceback line) in the parent
+        last = str(e).strip().splitlines()[-1]
+        kind, _, msg = last.partition(": ")
+        for exc in (UsageError, RunFailed):
+            if kind.endswith(exc.__name__):
+                raise exc(msg) from None
+        raise RunFailed(f"a worker process failed: {last}") from None
 
 
 def quiet_non_primary() -> None:

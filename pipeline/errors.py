@@ -17,6 +17,10 @@ class ConfigError(UsageError):
     """Unknown / mistyped config key or a value of the wrong type; exit code 2."""
 
 
+class RunFailed(Exception):
+    """A run stopped on its own data (e.g. a non-finite loss); exit code 1, outputs kept."""
+
+
 class InputError(Exception):
     """A single bad input. The message names the file and the problem in one line."""
 

@@ -46,17 +46,21 @@ class ClipBatch:
 
 
 def gather_clips(cache: TemporalCache, starts: torch.Tensor, lengths: torch.Tensor,
-                 clip_len: int) -> ClipBatch:
-    """Gather B clips of ``clip_len`` frames. Clip b covers global rows
-    ``starts[b] : starts[b] + lengths[b]`` (lengths <= clip_len); the tail is padding."""
+                 clip_len: int, rates: torch.Tensor | None = None) -> ClipBatch:
+    """Gather B clips of ``clip_len`` tokens. Clip b reads global rows ``starts[b] + floor(k *
+    rates[b])`` for k < clip_len (rate 1: consecutive frames), as long as the offset is below
+    ``lengths[b]`` (the raw frames it may read, within its video); the rest is padding."""
     device = cache.emb.device
     starts = starts.to(device)
     lengths = lengths.to(device)
     steps = torch.arange(clip_len, device=device)
-    inside = steps[None, :] < lengths[:, None]                    # (B, P)
-    rows = torch.where(inside, starts[:, None] + steps[None, :], 0)
+    offs = steps[None, :].expand(len(starts), -1)
+    if rates is not None:
+        offs = (steps[None, :].float() * rates.to(device)[:, None]).floor().long()
+    inside = offs < lengths[:, None]                                   # (B, P)
+    rows = torch.where(inside, starts[:, None] + offs, 0)
     B = rows.shape[0]
-    x = cache.emb.index_select(0, rows.view(-1)).view(B, clip_len, -1).float()  # (B, P, D)
+    x = cache.emb.index_select(0, rows.reshape(-1)).view(B, clip_len, -1).float()  # (B, P, D)
     if not bool(inside.all()):
         x.masked_fill_(~inside[..., None], 0.0)
     face = cache.face[rows] & inside
@@ -68,28 +72,45 @@ class ClipSampler:
     """Training clips for one epoch: every video is tiled by clips of ``clip_len`` frames from a
     random phase, so an epoch covers every frame about once (≈ N / clip_len clips) and clip
     boundaries move from epoch to epoch. A video shorter than a clip gives one padded clip.
-    Yields (starts, lengths) index batches into the cache."""
 
-    def __init__(self, cache: TemporalCache, clip_len: int, batch_size: int, seed: int = 0):
+    Options: ``speed_jitter`` j reads each clip at a random rate in [1 - j, 1 + j];
+    ``class_balanced`` resamples the clips (same count, with replacement) by the mean inverse
+    frequency of their frames' labels. Under DDP every rank draws the same list for an epoch
+    and takes every world-th clip (padded so all ranks run the same number of steps).
+    Yields (starts, lengths, rates) batches; rates is None without speed jitter."""
+
+    def __init__(self, cache: TemporalCache, clip_len: int, batch_size: int, seed: int = 0,
+                 speed_jitter: float = 0.0, class_balanced: bool = False, rank: int = 0,
+                 world: int = 1):
         self.offsets = cache.offsets
         self.clip_len = clip_len
         self.batch_size = batch_size
         self.seed = seed
+        self.speed_jitter = speed_jitter
+        self.rank, self.world = rank, world
         self.epoch = 0
+        self.frame_weight = None
+        if class_balanced:
+            lab = cache.label.cpu().numpy()
+            counts = np.bincount(lab[lab >= 0], minlength=8).astype(np.float64)
+            inv = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
+            self.frame_weight = np.where(lab >= 0, inv[np.clip(lab, 0, None)], 0.0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def clips(self) -> tuple[np.ndarray, np.ndarray]:
+    def clips(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """This rank's (starts, lengths, rates) for the epoch, in training order."""
         rng = np.random.default_rng([self.seed, self.epoch])
         P = self.clip_len
-        starts, lengths = [], []
+        starts, lengths, ends = [], [], []
         for v in range(len(self.offsets) - 1):
             s, e = int(self.offsets[v]), int(self.offsets[v + 1])
             T = e - s
             if T <= P:
                 starts.append(s)
                 lengths.append(T)
+                ends.append(e)
                 continue
             # first clip starts at -phase (clipped to the video start) so boundaries move
             phase = int(rng.integers(0, P))
@@ -99,14 +120,30 @@ class ClipSampler:
                     lo, hi = (0, P) if lo == 0 else (T - P, T)
                 starts.append(s + lo)
                 lengths.append(hi - lo)
-        starts, lengths = np.asarray(starts, np.int64), np.asarray(lengths, np.int64)
+                ends.append(e)
+        starts, lengths, ends = (np.asarray(a, np.int64) for a in (starts, lengths, ends))
+        if self.frame_weight is not None:
+            w = np.array([self.frame_weight[a:a + n].mean() for a, n in zip(starts, lengths)])
+            w = w + 1e-9
+            pick = rng.choice(len(starts), size=len(starts), replace=True, p=w / w.sum())
+            starts, lengths, ends = starts[pick], lengths[pick], ends[pick]
+        rates = None
+        if self.speed_jitter > 0:
+            rates = rng.uniform(1 - self.speed_jitter, 1 + self.speed_jitter, len(starts))
+            # a faster clip reads further, up to its video's end
+            lengths = np.minimum(np.ceil(P * rates).astype(np.int64), ends - starts)
         order = rng.permutation(len(starts))
-        return starts[order], lengths[order]
+        if self.world > 1:
+            per_rank = -(-len(order) // self.world)
+            order = np.resize(order, per_rank * self.world)[self.rank::self.world]
+        return starts[order], lengths[order], None if rates is None else rates[order]
 
     def __len__(self) -> int:
         return -(-len(self.clips()[0]) // self.batch_size)
 
     def __iter__(self):
-        starts, lengths = self.clips()
+        starts, lengths, rates = self.clips()
         for b in range(0, len(starts), self.batch_size):
-            yield torch.from_numpy(starts[b:b + self.batch_size]), torch.from_numpy(lengths[b:b + self.batch_size])
+            sl = slice(b, b + self.batch_size)
+            yield (torch.from_numpy(starts[sl]), torch.from_numpy(lengths[sl]),
+                   None if rates is None else torch.from_numpy(rates[sl]).float())

@@ -1,23 +1,31 @@
-"""Training engine for the temporal model on cached embeddings."""
+"""Training engine for the temporal model on cached embeddings.
+
+Single process or DDP (torchrun / ``--nproc``; gloo on CPU, NCCL on GPU), bf16 autocast on GPU,
+gradient accumulation, V-NAW loss, token augmentation, per-epoch validation (all-reduced
+confusion counts), early stopping on val macro-F1, atomic checkpoints and exact ``--resume``.
+"""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.checkpoint import save_checkpoint
+from pipeline import distributed
+from pipeline.checkpoint import save_checkpoint, unwrap_model
 from pipeline.config import Config
+from pipeline.errors import UsageError
+from pipeline.io import append_jsonl, atomic_path
+from pipeline.optim import adamw_warmup_cosine
 from pipeline.progress import progress
-from pipeline.io import append_jsonl
-from pipeline.labels import IGNORE, NUM_CLASSES
-from pipeline.metrics import F1Report
-from pipeline.optim import adamw_warmup_cosine, optimizer_step
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
 from stage2_temporal.evaluate import evaluate
+from stage2_temporal.losses import balanced_class_weights, vnaw_loss
 from stage2_temporal.model import TemporalTransformer
 
 log = logging.getLogger(__name__)
@@ -28,71 +36,151 @@ class NonFiniteLoss(RuntimeError):
 
 
 def build_model(in_dim: int, cfg: Config) -> TemporalTransformer:
-    return TemporalTransformer(in_dim, cfg.stage2.model, max_len=cfg.stage2.data.clip_len)
+    return TemporalTransformer(in_dim, cfg.stage2.model, cfg.stage2.aug,
+                               max_len=cfg.stage2.data.clip_len)
 
 
 def eval_stride(cfg: Config) -> int:
     return cfg.stage2.data.stride_eval or max(1, cfg.stage2.data.clip_len // 2)
 
 
-def frame_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Mean CE over annotated frames of the batch: (B, P, 8), (B, P) -> scalar."""
-    return F.cross_entropy(logits.reshape(-1, NUM_CLASSES).float(), label.reshape(-1),
-                           ignore_index=IGNORE)
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def describe_clips(cache: TemporalCache, starts: torch.Tensor, lengths: torch.Tensor) -> str:
+    """'video frames a-b' for the first clips of a batch (1-based frames)."""
+    out = []
+    for s, n in zip(starts[:3].tolist(), lengths[:3].tolist()):
+        v = int(np.searchsorted(cache.offsets, s, side="right") - 1)
+        f = s - int(cache.offsets[v]) + 1
+        out.append(f"{cache.videos[v]} frames {f}-{f + n - 1}")
+    return ", ".join(out) + (" ..." if len(starts) > 3 else "")
 
 
 @dataclass
 class FitResult:
     best_epoch: int
     best_f1: float
-    report: F1Report | None
+    last_f1: float | None
     checkpoint: Path
+    stopped_early: bool
 
 
 def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
-        device: torch.device, meta: dict) -> FitResult:
+        device: torch.device, meta: dict, resume: bool = False) -> FitResult:
     s2 = cfg.stage2
+    dist = distributed.info()
     model = build_model(train.dim, cfg).to(device)
-    sampler = ClipSampler(train, s2.data.clip_len, s2.train.batch_size, seed=cfg.seed)
-    steps_per_epoch = len(sampler)
+    sampler = ClipSampler(train, s2.data.clip_len, s2.train.batch_size, seed=cfg.seed,
+                          speed_jitter=s2.data.speed_jitter, class_balanced=s2.data.class_balanced,
+                          rank=dist.rank, world=dist.world_size)
+    steps = max(1, len(sampler) // s2.train.accum)
     opt, sched = adamw_warmup_cosine(model.parameters(), s2.train.lr, s2.train.wd,
-                                     steps_per_epoch * s2.train.epochs,
-                                     int(round(s2.train.warmup_epochs * steps_per_epoch)))
+                                     steps * s2.train.epochs, int(round(s2.train.warmup_epochs * steps)))
+    class_weights = (balanced_class_weights(train.label).to(device)
+                     if s2.loss.class_weights == "balanced" else None)
     ckpt = run_dir / "checkpoint.safetensors"
-    metrics_path = run_dir / "metrics.jsonl"
-    best_f1, best_epoch, best_report = -1.0, -1, None
-    step = 0
-    log.info("stage2: %d train videos (%d frames), %d val videos; %d clips/epoch of %d frames, "
-             "%d epochs", len(train.videos), int(train.offsets[-1]), len(val.videos),
-             len(sampler.clips()[0]), s2.data.clip_len, s2.train.epochs)
-    bar = progress(range(s2.train.epochs), desc="stage2 train", unit="epoch")
+    state_path = run_dir / "train_state.pt"
+    start, best_f1, best_epoch, stale, last_f1 = 0, -1.0, -1, 0, None
+    if resume:
+        if not state_path.is_file():
+            raise UsageError(f"{run_dir}: nothing to resume (no train_state.pt)")
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        start, best_f1, best_epoch, stale = (int(st["epoch"]) + 1, float(st["best_f1"]),
+                                             int(st["best_epoch"]), int(st["stale"]))
+        log.info("resuming %s at epoch %d (best val macro-F1 %.4f at epoch %d)", run_dir, start,
+                 best_f1, best_epoch)
+    net = DistributedDataParallel(model) if dist.enabled else model
+    log.info("stage2: %d train videos (%d frames), %d val videos; %d clips/epoch of %d frames "
+             "%s, %d epochs, aug %s, V-NAW %s (target %s), head %s", len(train.videos),
+             int(train.offsets[-1]), len(val.videos), len(sampler.clips()[0]) * dist.world_size,
+             s2.data.clip_len, f"on {dist.world_size} ranks" if dist.enabled else "",
+             s2.train.epochs, "on" if s2.aug.enabled else "off", "on" if s2.naw.enabled else "off",
+             s2.loss.target, s2.model.head)
+    stopped_early = False
+    step = start * steps
+    bar = progress(range(start, s2.train.epochs), desc="stage2 train", unit="epoch",
+                   initial=start, total=s2.train.epochs)
     for epoch in bar:
         t0 = time.time()
-        model.train()
+        net.train()
         sampler.set_epoch(epoch)
-        loss_sum, n_batches = 0.0, 0
-        for starts, lengths in sampler:
-            batch = gather_clips(train, starts, lengths, s2.data.clip_len)
-            logits = model(batch.x, batch.valid)
-            loss = frame_loss(logits, batch.label)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"non-finite loss at epoch {epoch} step {step} "
-                                    f"(batch clip starts {starts[:4].tolist()}...)")
-            optimizer_step(loss, model, opt, sched, s2.train.grad_clip)
-            step += 1
+        torch.manual_seed(cfg.seed * 100_003 + epoch + dist.rank * 7919)   # aug + dropout
+        frac = epoch / s2.train.epochs
+        loss_sum, w_sum, n = 0.0, 0.0, 0
+        opt.zero_grad(set_to_none=True)
+        for i, (starts, lengths, rates) in enumerate(sampler):
+            batch = gather_clips(train, starts, lengths, s2.data.clip_len, rates)
+            last_micro = (i + 1) % s2.train.accum == 0
+            sync = contextlib.nullcontext() if (last_micro or not dist.enabled) else net.no_sync()
+            with sync:
+                with _autocast(device, s2.train.amp):
+                    logits, keys = net(batch.x, batch.valid, return_keys=True)
+                mask = batch.inside
+                if s2.aug.drop_loss == "exclude":
+                    mask = mask & ~(batch.valid & ~keys)           # leave dropped frames out
+                loss, w_mean = vnaw_loss(logits, batch.label, mask, frac, s2.naw, s2.model.head,
+                                         s2.loss.target, class_weights)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(
+                        f"non-finite loss at epoch {epoch}, step {step} (batch {i}: "
+                        f"{describe_clips(train, starts, lengths)})")
+                (loss / s2.train.accum).backward()
+            if last_micro:
+                if s2.train.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), s2.train.grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
             loss_sum += loss.item()
-            n_batches += 1
-        row = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(1, n_batches),
-               "lr": opt.param_groups[0]["lr"], "epoch_s": round(time.time() - t0, 3)}
+            w_sum += float(w_mean)
+            n += 1
+        stats = distributed.all_reduce_sum(torch.tensor([loss_sum, w_sum, n], dtype=torch.float64))
+        loss_sum, w_sum, n = stats.tolist()
+        row = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(n, 1),
+               "mean_naw_weight": w_sum / max(n, 1), "lr": opt.param_groups[0]["lr"],
+               "epoch_s": round(time.time() - t0, 3)}
+        improved = False
         if len(val.videos):
-            report, _ = evaluate(model, val, s2.data.clip_len, eval_stride(cfg))
-            row.update(val_macro_f1=report.macro_f1, val_acc=report.accuracy)
-            if report.macro_f1 > best_f1:
-                best_f1, best_epoch, best_report = report.macro_f1, epoch, report
-                save_checkpoint(ckpt, model, {**meta, "epoch": epoch, "val_macro_f1": best_f1})
-        else:  # no validation videos: keep the last epoch
+            res = evaluate(unwrap_model(net), val, s2.data.clip_len, eval_stride(cfg), s2.post)
+            last_f1 = res.report.macro_f1
+            row.update(val_macro_f1=last_f1, val_acc=res.report.accuracy)
+            if res.post_report is not None:
+                row["val_macro_f1_post"] = res.post_report.macro_f1
+            improved = last_f1 > best_f1
+            if improved:
+                best_f1, best_epoch, stale = last_f1, epoch, 0
+            else:
+                stale += 1
+        else:
             best_epoch = epoch
-            save_checkpoint(ckpt, model, {**meta, "epoch": epoch})
-        append_jsonl(metrics_path, row)
+        if dist.primary:
+            append_jsonl(run_dir / "metrics.jsonl", row)
+            if s2.train.keep == "last" or improved or not len(val.videos):
+                save_checkpoint(ckpt, net, {**meta, "epoch": epoch, "val_macro_f1": row.get("val_macro_f1")})
+            _save_state(state_path, net, opt, sched, epoch, best_f1, best_epoch, stale)
+        distributed.barrier()
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", f1=f"{row.get('val_macro_f1', float('nan')):.3f}")
-    return FitResult(best_epoch, best_f1, best_report, ckpt)
+        if s2.train.early_stop and stale >= s2.train.early_stop:
+            log.info("early stop at epoch %d: no better val macro-F1 for %d epochs (best %.4f, "
+                     "epoch %d)", epoch, stale, best_f1, best_epoch)
+            stopped_early = True
+            break
+    return FitResult(best_epoch, best_f1, last_f1, ckpt, stopped_early)
+
+
+def _save_state(path: Path, net, opt, sched, epoch: int, best_f1: float, best_epoch: int,
+                stale: int) -> None:
+    state = {"model": unwrap_model(net).state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "epoch": epoch, "best_f1": best_f1,
+             "best_epoch": best_epoch, "stale": stale}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+

@@ -1,11 +1,21 @@
-"""Full-video evaluation: sliding windows over every frame, overlapping probabilities averaged,
-macro-F1 over every annotated frame."""
+"""Full-video evaluation: sliding windows over every frame (stride ``clip_len / 2`` by default),
+overlapping probabilities averaged, macro-F1 over every annotated frame; optional
+post-processing (no-face interpolation, centred smoothing) reported beside the raw numbers.
+
+Under DDP each rank scores a disjoint share of the videos; the confusion counts are
+all-reduced (never per-rank F1) and the per-video probabilities gathered, so 2 ranks give
+exactly the single-process numbers.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from pipeline import distributed
+from pipeline.config import PostConfig
 from pipeline.labels import NUM_CLASSES
 from pipeline.metrics import F1Report, confusion
 from stage2_temporal.data import TemporalCache, gather_clips
@@ -23,11 +33,12 @@ def window_starts(T: int, clip_len: int, stride: int) -> list[int]:
 
 @torch.inference_mode()
 def predict_probs(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
-                  batch_size: int = 64) -> torch.Tensor:
-    """(N, 8) per-frame class probabilities for every frame of the cache (float32, on CPU)."""
+                  batch_size: int = 64, videos: list[int] | None = None) -> torch.Tensor:
+    """(N, 8) per-frame class probabilities (float32, CPU) for the given videos' frames (all by
+    default; rows of other videos stay zero)."""
     device = cache.emb.device
     starts, lengths = [], []
-    for v in range(len(cache.videos)):
+    for v in (range(len(cache.videos)) if videos is None else videos):
         s, T = int(cache.offsets[v]), int(cache.offsets[v + 1] - cache.offsets[v])
         for a in window_starts(T, clip_len, stride):
             starts.append(s + a)
@@ -43,23 +54,89 @@ def predict_probs(model: nn.Module, cache: TemporalCache, clip_len: int, stride:
     for b in range(0, len(starts), batch_size):
         s, n = starts_t[b:b + batch_size].to(device), lengths_t[b:b + batch_size].to(device)
         batch = gather_clips(cache, s, n, clip_len)
-        probs = model(batch.x, batch.valid).float().softmax(-1)      # (B, P, 8)
+        probs = model.probs(model(batch.x, batch.valid))                # (B, P, 8)
         rows = (s[:, None] + steps[None, :])[batch.inside]
-        sums.index_add_(0, rows, probs[batch.inside])
+        sums.index_add_(0, rows, probs[batch.inside].float())
         counts.index_add_(0, rows, torch.ones_like(rows, dtype=counts.dtype))
     model.train(was_training)
     return (sums / counts.clamp_min(1)[:, None]).cpu()
 
 
+def interpolate_no_face(probs: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """(T, 8) probabilities of one video: frames without a face get the linear interpolation of
+    the nearest face frames' probabilities (the nearest one at the ends). Unchanged when the
+    video has no face at all."""
+    if face.all() or not face.any():
+        return probs
+    t = np.arange(len(face))
+    out = probs.copy()
+    for k in range(probs.shape[1]):
+        out[~face, k] = np.interp(t[~face], t[face], probs[face, k])
+    return out
+
+
+def smooth(probs: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over ``window`` frames (shrinking at the ends), per class."""
+    if window <= 1 or len(probs) < 2:
+        return probs
+    half = window // 2
+    csum = np.concatenate([np.zeros((1, probs.shape[1])), np.cumsum(probs, 0)])
+    t = np.arange(len(probs))
+    lo, hi = np.clip(t - half, 0, len(probs)), np.clip(t + half + 1, 0, len(probs))
+    return (csum[hi] - csum[lo]) / (hi - lo)[:, None]
+
+
+def postprocess(probs: np.ndarray, face: np.ndarray, post: PostConfig) -> np.ndarray:
+    out = interpolate_no_face(probs, face) if post.interpolate else probs
+    return smooth(out, post.smooth_window)
+
+
+def post_active(post: PostConfig | None) -> bool:
+    return post is not None and (post.interpolate or post.smooth_window > 1)
+
+
+@dataclass
+class EvalResult:
+    report: F1Report                       # raw model output
+    probs: np.ndarray                      # (N, 8) raw probabilities, every frame
+    post_report: F1Report | None = None    # after the configured post-processing
+    post_probs: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
 def evaluate(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
-             batch_size: int = 64) -> tuple[F1Report, torch.Tensor]:
-    """F1 report over every annotated frame of the cache, and the (N, 8) probabilities."""
-    probs = predict_probs(model, cache, clip_len, stride, batch_size)
+             post: PostConfig | None = None, batch_size: int = 64) -> EvalResult:
+    """Macro-F1 over every annotated frame of the cache (raw, and post-processed when ``post``
+    asks for it); distributed-aware."""
+    mine = distributed.shard(range(len(cache.videos)))
+    probs = predict_probs(model, cache, clip_len, stride, batch_size, videos=mine).numpy()
     labels = cache.label.cpu().numpy()
-    pred = probs.argmax(-1).numpy()
-    return F1Report(confusion(labels, pred)), probs
+    face = cache.face.cpu().numpy()
+    do_post = post_active(post)
+    cm = np.zeros((2, NUM_CLASSES, NUM_CLASSES), np.int64)
+    local = {}
+    for v in mine:
+        sl = slice(int(cache.offsets[v]), int(cache.offsets[v + 1]))
+        p = probs[sl]
+        cm[0] += confusion(labels[sl], p.argmax(-1))
+        pp = postprocess(p, face[sl], post) if do_post else None
+        if do_post:
+            cm[1] += confusion(labels[sl], pp.argmax(-1))
+        local[v] = (p, pp)
+    cm = distributed.all_reduce_sum(torch.from_numpy(cm)).numpy()
+    gathered = {}
+    for part in distributed.all_gather_objects(local):
+        gathered.update(part)
+    full = np.zeros_like(probs)
+    full_post = np.zeros_like(probs) if do_post else None
+    for v, (p, pp) in gathered.items():
+        sl = slice(int(cache.offsets[v]), int(cache.offsets[v + 1]))
+        full[sl] = p
+        if do_post:
+            full_post[sl] = pp
+    return EvalResult(F1Report(cm[0]), full, F1Report(cm[1]) if do_post else None, full_post)
 
 
-def per_video_predictions(cache: TemporalCache, probs: torch.Tensor) -> dict[str, np.ndarray]:
-    pred = probs.argmax(-1).numpy()
+def per_video_predictions(cache: TemporalCache, probs: np.ndarray) -> dict[str, np.ndarray]:
+    pred = np.asarray(probs).argmax(-1)
     return {v: pred[cache.offsets[i]:cache.offsets[i + 1]] for i, v in enumerate(cache.videos)}

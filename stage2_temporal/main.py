@@ -1,8 +1,11 @@
 """Stage 2 entry.
 
-    fer-pipeline stage2 train --store STORE [--out RUN_DIR] [key=value ...]
+    fer-pipeline stage2 train --store STORE [--out RUN_DIR] [--nproc N] [--resume] [key=value ...]
     fer-pipeline stage2 eval --run RUN_DIR [--store STORE]
-    python -m stage2_temporal train --store STORE stage2.model.layers=2 stage2.train.epochs=10
+    fer-pipeline stage2 kfold --store STORE --folds 3 --out DIR
+    fer-pipeline stage2 ablate --store STORE --seeds 3 --out DIR
+    torchrun --nproc_per_node=8 -m pipeline stage2 train --store STORE --out RUN_DIR
+    python -m stage2_temporal train --store STORE stage2.model.layers=2 stage2.naw.enabled=false
 
 The store is loaded into memory once; training never re-runs the image backbone.
 """
@@ -10,40 +13,90 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
+from pipeline import distributed
 from pipeline.cliutil import add_config_args, resolve_config, summary
-from pipeline.errors import EXIT_OK
+from pipeline.errors import EXIT_OK, RunFailed, UsageError
 from pipeline.runs import default_run_dir
 
 log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("stage2", help="temporal model on cached embeddings")
+    p = sub.add_parser("stage2", help="temporal model (Transformer + V-NAW) on cached embeddings")
     s2 = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     tr = add_config_args(s2.add_parser("train", help="train on the store's train split, "
                                                      "evaluate on its val split"))
-    tr.add_argument("--store", required=True, metavar="DIR")
+    tr.add_argument("--store", metavar="DIR", help="embedding store (not needed with --resume)")
     tr.add_argument("--out", metavar="RUN_DIR", help="run dir (default artifacts/runs/stage2/<id>)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--nproc", type=int, default=1, metavar="N",
+                    help="self-spawn N DDP processes on this machine (or launch with torchrun)")
     tr.set_defaults(handler=train_command)
     ev = add_config_args(s2.add_parser("eval", help="evaluate a run on every annotated val frame"))
     ev.add_argument("--run", required=True, metavar="RUN_DIR")
     ev.add_argument("--store", metavar="DIR", help="store (default: the one the run trained on)")
     ev.set_defaults(handler=eval_command)
+    kf = add_config_args(s2.add_parser("kfold", help="random 7:3 video splits + official: "
+                                                     "a Table-1-shaped F1 report"))
+    kf.add_argument("--store", required=True, metavar="DIR")
+    kf.add_argument("--folds", type=int, default=3, metavar="K")
+    kf.add_argument("--out", required=True, metavar="DIR")
+    kf.set_defaults(handler=kfold_command)
+    ab = add_config_args(s2.add_parser("ablate", help="vanilla / +Aug / +NAW / both over seeds"))
+    ab.add_argument("--store", required=True, metavar="DIR")
+    ab.add_argument("--seeds", type=int, default=3, metavar="N")
+    ab.add_argument("--out", required=True, metavar="DIR")
+    ab.set_defaults(handler=ablate_command)
 
 
-def train_command(args: argparse.Namespace) -> int:
+def _report_lines(res) -> None:
+    print(res.report.text())
+    if res.report.absent:
+        print(f"note: no annotated frames of {', '.join(res.report.absent)} in the validation "
+              f"videos; their F1 is 0 by definition")
+    if res.post_report is not None:
+        print(f"with post-processing: macro-F1 {100 * res.post_report.macro_f1:.2f}")
+
+
+def _train_worker(args: argparse.Namespace) -> None:
+    from stage2_temporal.engine import NonFiniteLoss
     from stage2_temporal.train import train
 
     cfg = resolve_config(args)
-    res = train(args.store, args.out or default_run_dir(cfg, "stage2"), cfg)
+    try:
+        res = train(args.store, args.out, cfg, resume=args.resume)
+    except NonFiniteLoss as e:
+        ckpt = Path(args.out) / "checkpoint.safetensors"
+        kept = f"; last good checkpoint kept: {ckpt}" if ckpt.is_file() else ""
+        raise RunFailed(f"stage2 train stopped: {e}{kept}") from None
+    if not distributed.is_primary():
+        return
     if res.report is not None:
-        print(res.report.text())
-        summary(f"stage2 train: val macro-F1 {100 * res.report.macro_f1:.2f} "
-                f"(checkpoint of epoch {res.best_epoch}, chosen on val; last epoch "
-                f"{100 * (res.last_f1 or 0):.2f}) -> {res.run_dir}")
+        _report_lines(res)
+        summary(f"stage2 train: val macro-F1 {100 * res.report.macro_f1:.2f} (checkpoint of epoch "
+                f"{res.best_epoch}{', chosen on val' if cfg.stage2.train.keep == 'best' else ''}; "
+                f"last epoch {100 * (res.last_f1 or 0):.2f}"
+                f"{', stopped early' if res.stopped_early else ''}) -> {res.run_dir}")
     else:
         summary(f"stage2 train: no val videos; last-epoch checkpoint -> {res.run_dir}")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out RUN_DIR")
+    if not args.resume and not args.store:
+        raise UsageError("--store is required (unless --resume)")
+    if not args.out:
+        args.out = str(default_run_dir(resolve_config(args), "stage2"))
+    try:
+        if args.nproc > 1 and not distributed.launched_by_torchrun():
+            distributed.spawn(_train_worker, args.nproc, (args,))
+        else:
+            _train_worker(args)
+    finally:
+        distributed.cleanup()
     return EXIT_OK
 
 
@@ -51,8 +104,33 @@ def eval_command(args: argparse.Namespace) -> int:
     from stage2_temporal.train import evaluate_run
 
     resolve_config(args)
-    report = evaluate_run(args.run, args.store)
-    print(report.text())
-    summary(f"stage2 eval: macro-F1 {100 * report.macro_f1:.2f} over "
-            f"{int(report.support.sum())} annotated frames -> {args.run}/eval")
+    res = evaluate_run(args.run, args.store)
+    if distributed.is_primary():
+        _report_lines(res)
+        summary(f"stage2 eval: macro-F1 {100 * res.report.macro_f1:.2f} over "
+                f"{int(res.report.support.sum())} annotated frames -> {args.run}/eval")
+    distributed.cleanup()
+    return EXIT_OK
+
+
+def kfold_command(args: argparse.Namespace) -> int:
+    from pipeline.metrics import to_markdown
+    from stage2_temporal.train import kfold
+
+    cfg = resolve_config(args)
+    table = kfold(args.store, args.out, cfg, args.folds)
+    print(to_markdown(table))
+    summary(f"stage2 kfold: official + {args.folds} splits, mean macro-F1 over splits "
+            f"{table['Avg'].iloc[1:].mean():.2f} -> {args.out}/kfold.md")
+    return EXIT_OK
+
+
+def ablate_command(args: argparse.Namespace) -> int:
+    from pipeline.metrics import to_markdown
+    from stage2_temporal.train import ablate
+
+    cfg = resolve_config(args)
+    table = ablate(args.store, args.out, cfg, args.seeds)
+    print(to_markdown(table.reset_index(names="row")))
+    summary(f"stage2 ablate: 4 rows x {args.seeds} seed(s) -> {args.out}/ablation.md")
     return EXIT_OK

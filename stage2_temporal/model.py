@@ -1,4 +1,5 @@
-"""Temporal model: projection D -> d, Transformer encoder over the clip, per-frame 8-way head.
+"""Temporal model: token augmentation (training only), projection D -> d, Transformer encoder
+over the clip, per-frame head (flat 8-way, or the CFC-SP coarse + negative cascade).
 
 Defaults follow the V-NAW release (4 layers, d 512, 1 head, ff 512, dropout 0.6, no positional
 encoding); all of it is configurable.
@@ -10,8 +11,9 @@ import math
 import torch
 from torch import nn
 
-from pipeline.config import TemporalModelConfig
-from pipeline.labels import NUM_CLASSES
+from pipeline.config import TemporalModelConfig, TokenAugConfig
+from stage2_temporal.augment import TokenAugment
+from stage2_temporal.heads import out_dim, probs8
 
 
 class SinePositions(nn.Module):
@@ -41,10 +43,14 @@ class LearnedPositions(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    def __init__(self, in_dim: int, cfg: TemporalModelConfig, num_classes: int = NUM_CLASSES,
+    def __init__(self, in_dim: int, cfg: TemporalModelConfig, aug: TokenAugConfig | None = None,
                  max_len: int = 1024):
         super().__init__()
         self.in_dim = in_dim
+        self.head_kind = cfg.head
+        # the augmentation lives in the model so a learned mask token is saved with it;
+        # the engine calls it explicitly (it also returns which frames attention may use)
+        self.augment = TokenAugment(in_dim, aug or TokenAugConfig(enabled=False))
         self.proj = nn.Linear(in_dim, cfg.d_model)
         if cfg.pos == "sine":
             self.pos = SinePositions(cfg.d_model, max(max_len, 4096))
@@ -55,7 +61,7 @@ class TemporalTransformer(nn.Module):
         layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.heads, cfg.ff, cfg.dropout,
                                            batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
-        self.head = nn.Linear(cfg.d_model, num_classes)
+        self.head = nn.Linear(cfg.d_model, out_dim(cfg.head))
 
     def forward_features(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """(B, P, D) embeddings, (B, P) bool valid keys -> (B, P, d) temporal features.
@@ -71,6 +77,17 @@ class TemporalTransformer(nn.Module):
             mask = ~valid
         return self.encoder(h, src_key_padding_mask=mask)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, P, D) -> (B, P, num_classes) logits."""
-        return self.head(self.forward_features(x, valid))
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None,
+                return_keys: bool = False):
+        """(B, P, D) -> (B, P, out) logits (8 for flat, 5 + 4 for cfcsp). In training mode the
+        token augmentation runs first; ``return_keys`` also returns the (B, P) frames attention
+        could use (valid and not dropped)."""
+        keys = valid
+        if valid is not None:
+            x, keys = self.augment(x, valid)
+        logits = self.head(self.forward_features(x, keys))
+        return (logits, keys) if return_keys else logits
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, P, out) logits -> (B, P, 8) class probabilities."""
+        return probs8(logits, self.head_kind)

@@ -1,0 +1,63 @@
+"""Output heads of the temporal model and how each turns logits into 8-class probabilities and
+per-frame cross-entropy.
+
+- ``flat``: 8 logits per frame.
+- ``cfcsp`` (CFC-SP, coarse-to-fine cascade): 5 coarse logits ``[Neutral, Happiness, Surprise,
+  Other, Negative]`` then 4 negative logits ``[Anger, Disgust, Fear, Sadness]``; the negative
+  head is trained only on negative frames. Soft cascade: ``p8[neg k] = p5[Negative] * p4[k]``;
+  hard cascade: the coarse argmax unless Negative, then the negative argmax.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pipeline import labels as L
+
+_TO_COARSE = torch.tensor(L.TO_COARSE)
+_TO_NEG = torch.tensor(L.TO_NEGATIVE)
+# p8 from (p5, p4): column sources
+_COARSE_COLS = [L.NEUTRAL, L.HAPPINESS, L.SURPRISE, L.OTHER]          # p5[0..3] -> these ids
+_NEG_COLS = list(L.NEGATIVE_TO_ID)                                    # p5[4] * p4[k] -> these ids
+
+
+def out_dim(head: str) -> int:
+    return L.NUM_CLASSES if head == "flat" else len(L.COARSE_CLASSES) + len(L.NEGATIVE_CLASSES)
+
+
+def probs8(logits: torch.Tensor, head: str) -> torch.Tensor:
+    """(..., out_dim) logits -> (..., 8) class probabilities (soft cascade for cfcsp)."""
+    if head == "flat":
+        return logits.float().softmax(-1)
+    p5 = logits[..., :5].float().softmax(-1)
+    p4 = logits[..., 5:].float().softmax(-1)
+    p8 = logits.new_zeros(*logits.shape[:-1], L.NUM_CLASSES, dtype=torch.float32)
+    p8[..., _COARSE_COLS] = p5[..., :4]
+    p8[..., _NEG_COLS] = p5[..., 4:5] * p4
+    return p8
+
+
+def hard_cascade(logits: torch.Tensor) -> torch.Tensor:
+    """cfcsp logits (..., 9) -> (...) 8-class ids: coarse argmax, refined when Negative."""
+    coarse = logits[..., :5].argmax(-1)
+    neg = logits[..., 5:].argmax(-1)
+    coarse_ids = torch.tensor(list(_COARSE_COLS) + [-1], device=logits.device)[coarse]
+    neg_ids = torch.tensor(_NEG_COLS, device=logits.device)[neg]
+    return torch.where(coarse == L.COARSE_NEGATIVE, neg_ids, coarse_ids)
+
+
+def frame_ce(logits: torch.Tensor, label: torch.Tensor, head: str) -> torch.Tensor:
+    """Per-frame cross-entropy (B, P); 0 where label == -1."""
+    valid = label >= 0
+    safe = label.clamp_min(0)
+    if head == "flat":
+        ce = F.cross_entropy(logits.float().flatten(0, -2), safe.flatten(), reduction="none")
+        return ce.view(label.shape) * valid
+    coarse_t = _TO_COARSE.to(label.device)[safe]
+    neg_t = _TO_NEG.to(label.device)[safe]
+    ce = F.cross_entropy(logits[..., :5].float().flatten(0, -2), coarse_t.flatten(),
+                         reduction="none").view(label.shape)
+    is_neg = valid & (neg_t >= 0)
+    ce_neg = F.cross_entropy(logits[..., 5:].float().flatten(0, -2), neg_t.clamp_min(0).flatten(),
+                             reduction="none").view(label.shape)
+    return (ce + ce_neg * is_neg) * valid

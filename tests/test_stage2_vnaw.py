@@ -1,0 +1,165 @@
+"""V-NAW loss, token augmentation, CFC-SP head maths, post-processing, splits: hand values on
+small tensors."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import labels as L
+from pipeline.config import PostConfig, TokenAugConfig, VNAWConfig
+from pipeline.naw import naw_weight
+from stage2_temporal.augment import TokenAugment, channel_masks, drop_tokens
+from stage2_temporal.evaluate import interpolate_no_face, postprocess, smooth
+from stage2_temporal.heads import frame_ce, hard_cascade, probs8
+from stage2_temporal.losses import balanced_class_weights, clip_majority, vnaw_loss
+from stage2_temporal.train import kfold_split
+
+
+# ------------------------------------------------------------------ augmentation
+def test_token_drop_rate_and_valid_respected():
+    g = torch.Generator().manual_seed(0)
+    valid = torch.ones(300, 2000, dtype=torch.bool)
+    valid[:, 1900:] = False
+    keep = drop_tokens(valid, 0.2, 0.4, g)
+    assert not keep[:, 1900:].any()                                  # invalid frames stay out
+    per_clip = 1 - keep[:, :1900].float().mean(1)                    # ~ lambda (+/- 0.01 noise)
+    assert 0.28 < per_clip.mean() < 0.32                             # E[lambda] = 0.3
+    assert per_clip.min() > 0.17 and per_clip.max() < 0.43           # lambda in [0.2, 0.4]
+    assert per_clip.std() > 0.04                                     # drawn per clip: U std 0.058
+
+
+def test_feature_mask_same_across_frames_different_across_clips():
+    torch.manual_seed(0)
+    aug = TokenAugment(50, TokenAugConfig(drop_min=0.0, drop_max=0.0, mask_ratio=0.2)).train()
+    x = torch.randn(6, 30, 50) + 10                                  # no natural zeros
+    out, keys = aug(x, torch.ones(6, 30, dtype=torch.bool))
+    zeroed = out == 0                                                 # (B, P, D)
+    assert (zeroed.sum(-1) == 10).all()                              # exactly 20 % of 50
+    assert (zeroed == zeroed[:, :1, :]).all()                        # same channels on every frame
+    sets = {tuple(torch.nonzero(zeroed[b, 0]).flatten().tolist()) for b in range(6)}
+    assert len(sets) == 6                                            # a different set per clip
+    torch.testing.assert_close(out[~zeroed], x[~zeroed])
+    assert keys.all()                                                 # no dropping configured
+    m = channel_masks(3, 10, 0.2)
+    assert m.sum(1).tolist() == [2, 2, 2]
+
+
+def test_learned_mask_token_and_eval_mode_passthrough():
+    aug = TokenAugment(8, TokenAugConfig(mask_token="learned", mask_ratio=0.5))
+    with torch.no_grad():
+        aug.mask_token.fill_(7.0)
+    x = torch.zeros(2, 5, 8)
+    out, _ = aug.train()(x, torch.ones(2, 5, dtype=torch.bool))
+    assert ((out == 7.0).sum(-1) == 4).all()
+    out_eval, keys = aug.eval()(x, torch.ones(2, 5, dtype=torch.bool))
+    assert out_eval is x and keys.all()
+    off = TokenAugment(8, TokenAugConfig(enabled=False)).train()
+    o, k = off(x, torch.ones(2, 5, dtype=torch.bool))
+    assert o is x and k.all()
+
+
+# ------------------------------------------------------------------ V-NAW loss
+def test_clip_majority():
+    label = torch.tensor([[1, 1, 2, -1], [3, 3, 5, 5], [-1, -1, -1, -1]])
+    mask = torch.tensor([[True, True, True, True], [True, True, True, True], [True] * 4])
+    assert clip_majority(label, mask).tolist() == [1, 3, -1]        # tie -> lowest id
+
+
+def test_vnaw_loss_by_hand_frame_and_clip_targets():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 8, requires_grad=True)
+    label = torch.tensor([[4, 4, 1, -1], [0, -1, -1, -1]])
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    naw = VNAWConfig()
+    p = logits.softmax(-1)
+    # clip 0: frames 0..2 annotated; clip 1: frame 0
+    pbar = torch.stack([p[0, :3].mean(0), p[1, :1].mean(0)])
+    ybar = torch.tensor([4, 0])
+    w = naw_weight(pbar, ybar, 0.4)
+    ce0 = -(p[0, 0, 4].log() + p[0, 1, 4].log() + p[0, 2, 1].log()) / 3
+    ce1 = -p[1, 0, 0].log()
+    expected = ((1 + w[0]) * ce0 + (1 + w[1]) * ce1) / 2
+    loss, wm = vnaw_loss(logits, label, mask, 0.4, naw, target="frame")
+    torch.testing.assert_close(loss, expected)
+    assert float(wm) == pytest.approx(float(w.detach().mean()))
+    clip_loss, _ = vnaw_loss(logits, label, mask, 0.4, naw, target="clip")
+    expected_clip = ((1 + w[0]) * -pbar[0, 4].log() + (1 + w[1]) * -pbar[1, 0].log()) / 2
+    torch.testing.assert_close(clip_loss, expected_clip)
+    # NAW off = plain CE; masked-out frames do not count
+    plain, w0 = vnaw_loss(logits, label, mask, 0.4, VNAWConfig(enabled=False))
+    torch.testing.assert_close(plain, (ce0 + ce1) / 2)
+    assert float(w0) == 0
+    mask2 = mask.clone()
+    mask2[0, 2] = False
+    part, _ = vnaw_loss(logits, label, mask2, 0.4, VNAWConfig(enabled=False))
+    torch.testing.assert_close(part, (-(p[0, 0, 4].log() + p[0, 1, 4].log()) / 2 + ce1) / 2)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0, 3].abs().sum() == 0
+
+
+def test_vnaw_class_weights_and_empty_clips():
+    logits = torch.zeros(2, 3, 8, requires_grad=True)
+    label = torch.tensor([[0, 0, 7], [-1, -1, -1]])
+    cw = torch.ones(8)
+    cw[7] = 3.0
+    loss, _ = vnaw_loss(logits, label, torch.ones(2, 3, dtype=torch.bool), 0.0,
+                        VNAWConfig(enabled=False), class_weights=cw)
+    assert float(loss) == pytest.approx(math.log(8))                # uniform p: CE = log 8 anyway
+    none, _ = vnaw_loss(logits, torch.full((2, 3), -1), torch.ones(2, 3, dtype=torch.bool), 0.0,
+                        VNAWConfig())
+    assert float(none) == 0.0
+    w = balanced_class_weights(torch.tensor([0, 0, 0, 1, -1]))
+    assert w[0] == pytest.approx(0.5) and w[1] == pytest.approx(1.5) and w[2] == 0
+
+
+# ------------------------------------------------------------------ CFC-SP head
+def test_cfcsp_probabilities_and_cascades():
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0, math.log(6.0), 0.0, math.log(3.0), 0.0, 0.0]])
+    p8 = probs8(logits, "cfcsp")[0]
+    # p5 = [1,1,1,1,6]/10; p4 = [1,3,1,1]/6
+    assert float(p8.sum()) == pytest.approx(1.0)
+    assert float(p8[L.NEUTRAL]) == pytest.approx(0.1) and float(p8[L.OTHER]) == pytest.approx(0.1)
+    assert float(p8[L.DISGUST]) == pytest.approx(0.6 * 0.5)
+    assert float(p8[L.ANGER]) == pytest.approx(0.6 / 6)
+    assert int(hard_cascade(logits)[0]) == L.DISGUST
+    happy = torch.tensor([[0.0, 5.0, 0, 0, 0, 9, 0, 0, 0]])
+    assert int(hard_cascade(happy)[0]) == L.HAPPINESS                 # coarse wins unless Negative
+    # CE: coarse target always, negative head only on negative frames
+    lab = torch.tensor([[L.HAPPINESS, L.DISGUST, -1]])
+    lg = torch.randn(1, 3, 9)
+    ce = frame_ce(lg, lab, "cfcsp")
+    c5 = lg[0, :, :5].log_softmax(-1)
+    c4 = lg[0, :, 5:].log_softmax(-1)
+    torch.testing.assert_close(ce[0, 0], -c5[0, 1])
+    torch.testing.assert_close(ce[0, 1], -c5[1, 4] - c4[1, 1])
+    assert float(ce[0, 2]) == 0
+
+
+# ------------------------------------------------------------------ post-processing
+def test_interpolation_and_smoothing():
+    probs = np.zeros((5, 8))
+    probs[0, 1] = probs[4, 3] = 1.0
+    face = np.array([True, False, False, False, True])
+    out = interpolate_no_face(probs, face)
+    np.testing.assert_allclose(out[2, [1, 3]], [0.5, 0.5])
+    np.testing.assert_allclose(out[1, [1, 3]], [0.75, 0.25])
+    np.testing.assert_array_equal(interpolate_no_face(probs, np.zeros(5, bool)), probs)
+    s = smooth(np.eye(8)[[0, 0, 1, 0, 0]].astype(float), 3)
+    np.testing.assert_allclose(s[2, :2], [2 / 3, 1 / 3])
+    np.testing.assert_allclose(s[0, :2], [1.0, 0.0])                 # window shrinks at the edges
+    np.testing.assert_allclose(s.sum(1), 1.0)
+    both = postprocess(probs, face, PostConfig(smooth_window=3, interpolate=True))
+    np.testing.assert_allclose(both.sum(1), 1.0)
+
+
+# ------------------------------------------------------------------ splits
+def test_kfold_split_ratio_groups_and_determinism():
+    videos = [f"v{i}" for i in range(20)] + ["pair_left", "pair_right"]
+    lengths = [100] * 22
+    tr, va = kfold_split(videos, lengths, 0, 0.3, seed=0)
+    assert set(tr).isdisjoint(va) and sorted(tr + va) == sorted(videos)
+    assert 0.28 <= len(va) / 22 <= 0.42
+    assert ("pair_left" in va) == ("pair_right" in va)
+    assert kfold_split(videos, lengths, 0, 0.3, seed=0) == (tr, va)
+    assert kfold_split(videos, lengths, 1, 0.3, seed=0)[1] != va
