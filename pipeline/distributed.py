@@ -116,6 +116,8 @@ def _spawned(local_rank: int, nproc: int, port: int, fn: Callable, args: tuple) 
     os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank),
                        "WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)})
+    if "OMP_NUM_THREADS" not in os.environ:   # share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
     try:
         fn(*args)
     finally:

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.set_defaults(handler=train_command)
     emb = add_config_args(s1.add_parser("embed", help="embed every manifest frame into the store"))
     emb.add_argument("--manifest", required=True, metavar="FILE")
-    emb.add_argument("--run", metavar="RUN_DIR", help="stage-1 run dir whose encoder to use")
+    emb.add_argument("--run", "--run-dir", dest="run", metavar="RUN_DIR",
+                     help="stage-1 run dir whose encoder to use (--run-dir under torchrun)")
     emb.add_argument("--store", metavar="DIR", help="store path (default: artifacts/embeddings/<key>)")
     emb.add_argument("--export-h5", metavar="FILE", help="also write the store as one HDF5 file")
     emb.set_defaults(handler=embed_command)

@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="self-spawn N DDP processes on this machine (or launch with torchrun)")
     tr.set_defaults(handler=train_command)
     ev = add_config_args(s2.add_parser("eval", help="evaluate a run on every annotated val frame"))
-    ev.add_argument("--run", required=True, metavar="RUN_DIR")
+    ev.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR",
+                    help="stage-2 run (spell it --run-dir under torchrun, which claims --run)")
     ev.add_argument("--store", metavar="DIR", help="store (default: the one the run trained on)")
     ev.set_defaults(handler=eval_command)
     kf = add_config_args(s2.add_parser("kfold", help="random 7:3 video splits + official: "

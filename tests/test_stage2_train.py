@@ -1,0 +1,234 @@
+"""Stage 2 through the CLI on a small synthetic store: training, evaluation outputs, DDP
+equivalence, resume, NaN handling, bad stores, k-fold and ablation reports."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline.config import load_config
+from pipeline.labels import CLASSES
+from pipeline.store import EmbeddingStore
+
+SMALL = ["stage2.model.d_model=32", "stage2.model.ff=64", "stage2.model.heads=2",
+         "stage2.model.layers=1", "stage2.model.dropout=0.1", "stage2.data.clip_len=32",
+         "stage2.train.batch_size=8", "stage2.train.lr=3e-3", "stage2.train.warmup_epochs=0",
+         "stage2.train.epochs=4"]
+
+
+def make_store(path, n_train=6, n_val=3, dim=16, seed=0, absent=None):
+    """Videos whose embeddings are class prototypes + noise, labels in runs of 10-40 frames."""
+    rng = np.random.default_rng(seed)
+    protos = rng.standard_normal((8, dim)) * 2
+    store = EmbeddingStore.create_or_open(path, "synthkey", {"name": "synthetic"}, dim)
+    for i in range(n_train + n_val):
+        T = int(rng.integers(60, 200))
+        lab = np.repeat(rng.integers(0, 8, 20), rng.integers(10, 40, 20))[:T]
+        if len(lab) < T:
+            lab = np.concatenate([lab, np.zeros(T - len(lab), int)])
+        if absent is not None:
+            lab[lab == absent] = 0
+        face = rng.random(T) > 0.1
+        emb = (protos[lab] + rng.standard_normal((T, dim))) * face[:, None]
+        lab = lab.astype(np.int8)
+        lab[rng.random(T) < 0.05] = -1
+        store.write_video(f"v{i:02d}", emb.astype(np.float16), lab, face,
+                          {"split": "train" if i < n_train else "val", "fps": 25.0})
+    return path
+
+
+def cli(*args, launcher=None, timeout=600):
+    cmd = (launcher or [sys.executable, "-m"]) + ["pipeline", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+TORCHRUN = [shutil.which("torchrun") or f"{sys.executable}", "--standalone", "--nproc_per_node=2", "-m"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("s2") / "store")
+
+
+@pytest.fixture(scope="module")
+def trained(store, tmp_path_factory):
+    run = tmp_path_factory.mktemp("s2run") / "run"
+    r = cli("stage2", "train", "--store", store, "--out", run, *SMALL,
+            "stage2.post.smooth_window=5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run, r
+
+
+def test_train_writes_the_run_and_learns(trained):
+    run, r = trained
+    for name in ("config.yaml", "git_sha.txt", "stage2.json", "metrics.jsonl",
+                 "checkpoint.safetensors", "train_state.pt", "learning_curve.png",
+                 "eval/f1.csv", "eval/f1.md", "eval/f1.json", "eval/confusion.png",
+                 "eval/predictions.parquet", "eval/f1_post.csv"):
+        assert (run / name).is_file(), name
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in rows] == [0, 1, 2, 3]
+    assert all(0 <= x["mean_naw_weight"] <= 1.5 and "val_macro_f1_post" in x for x in rows)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    f1 = json.loads((run / "eval" / "f1.json").read_text())
+    assert f1["macro_f1"] > 0.5                     # prototypes + noise are learnable
+    assert "with post-processing" in r.stdout and r.stdout.splitlines()[-1].startswith("stage2 train:")
+    post = pd.read_csv(run / "eval" / "f1_post.csv")
+    assert list(post["class"]) == list(CLASSES) + ["Avg"]
+    preds = pd.read_parquet(run / "eval" / "predictions.parquet")
+    info = json.loads((run / "stage2.json").read_text())
+    assert sorted(preds.video.unique()) == sorted(info["val_videos"])
+    # every annotated val frame was scored
+    assert f1["frames_scored"] == int((preds.label >= 0).sum())
+
+
+def test_eval_with_two_gloo_ranks_equals_one_process(trained):
+    run, _ = trained
+    one = json.loads((run / "eval" / "f1.json").read_text())
+    r = cli("stage2", "eval", "--run-dir", run, launcher=TORCHRUN)   # torchrun claims --run
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = json.loads((run / "eval" / "f1.json").read_text())
+    assert two["confusion"] == one["confusion"] and two["macro_f1"] == one["macro_f1"]
+    assert two["post"]["confusion"] == one["post"]["confusion"]
+    assert r.stdout.count("stage2 eval:") == 1
+
+
+@pytest.mark.slow
+def test_ddp_training_with_two_ranks(store, tmp_path):
+    r = cli("stage2", "train", "--store", store, "--out", tmp_path / "ddp", *SMALL,
+            "stage2.train.epochs=2", launcher=TORCHRUN)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in rows] == [0, 1]
+    spawned = cli("stage2", "train", "--store", store, "--out", tmp_path / "spawn", *SMALL,
+                  "stage2.train.epochs=2", "--nproc", "2")
+    assert spawned.returncode == 0, spawned.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "ddp" / "checkpoint.safetensors"))
+    b = load_file(str(tmp_path / "spawn" / "checkpoint.safetensors"))
+    for k in a:   # same training; float reductions differ with the launchers' thread counts
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_resume_matches_an_uninterrupted_run(store, tmp_path):
+    import os
+    import signal
+    import time
+
+    args = [*SMALL, "stage2.train.epochs=5", "stage2.train.keep=last"]
+    ref = tmp_path / "ref"
+    assert cli("stage2", "train", "--store", store, "--out", ref, *args).returncode == 0
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "pipeline", "stage2", "train", "--store", str(store),
+                          "--out", str(run), *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        m = run / "metrics.jsonl"
+        if m.exists() and len(m.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) < 5, "killed too late"
+    r = cli("stage2", "train", "--out", run, "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(ref / "checkpoint.safetensors")), load_file(str(run / "checkpoint.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == \
+        [0, 1, 2, 3, 4]
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(store, tmp_path, monkeypatch):
+    import stage2_temporal.engine as E
+    from stage2_temporal.train import train
+
+    real = E.vnaw_loss
+    calls = {"n": 0}
+
+    def flaky(logits, *a, **k):
+        loss, w = real(logits, *a, **k)
+        calls["n"] += 1
+        return (loss * float("nan"), w) if calls["n"] > 12 else (loss, w)
+
+    monkeypatch.setattr(E, "vnaw_loss", flaky)
+    cfg = load_config(overrides=SMALL)
+    with pytest.raises(E.NonFiniteLoss, match=r"non-finite loss at epoch \d+, step \d+ \(batch \d+: v\d\d frames"):
+        train(store, tmp_path / "run", cfg)
+    assert (tmp_path / "run" / "checkpoint.safetensors").is_file()   # the last good epoch's
+    # through the CLI: an inf embedding poisons every batch -> exit 1, one clear line
+    bad = EmbeddingStore.create_or_open(tmp_path / "bad", "k", {}, 4)
+    bad.write_video("a", np.full((50, 4), np.inf, np.float16), np.zeros(50, np.int8),
+                    np.ones(50, bool), {"split": "train"})
+    r = cli("stage2", "train", "--store", tmp_path / "bad", "--out", tmp_path / "badrun", *SMALL)
+    assert r.returncode == 1 and "error: stage2 train stopped: non-finite loss at epoch 0" in r.stderr
+
+
+def test_bad_stores_and_runs(store, tmp_path, trained):
+    run, _ = trained
+    # a store missing the run's validation videos: the error lists them
+    partial = EmbeddingStore.create_or_open(tmp_path / "partial", "synthkey", {}, 16)
+    r = cli("stage2", "eval", "--run", run, "--store", tmp_path / "partial")
+    assert r.returncode == 2 and "3 val video(s) of the run are missing from the store: v06, v07, v08" in r.stderr
+    other = EmbeddingStore.create_or_open(tmp_path / "other", "otherkey", {}, 16)
+    r = cli("stage2", "eval", "--run", run, "--store", tmp_path / "other")
+    assert r.returncode == 2 and "differs from the run's synthkey" in r.stderr
+    wrong_dim = EmbeddingStore.create_or_open(tmp_path / "dim", "synthkey", {}, 8)
+    r = cli("stage2", "eval", "--run", run, "--store", tmp_path / "dim")
+    assert r.returncode == 2 and "embedding dim 8 does not match the model's input 16" in r.stderr
+    r = cli("stage2", "eval", "--run", tmp_path)
+    assert r.returncode == 2 and "not a stage-2 run directory" in r.stderr
+    no_train = EmbeddingStore.create_or_open(tmp_path / "onlyval", "k", {}, 4)
+    no_train.write_video("a", np.zeros((20, 4), np.float16), np.zeros(20, np.int8),
+                         np.ones(20, bool), {"split": "val"})
+    r = cli("stage2", "train", "--store", tmp_path / "onlyval", "--out", tmp_path / "x", *SMALL)
+    assert r.returncode == 2 and "no training videos" in r.stderr
+
+
+def test_absent_class_is_flagged_not_fatal(tmp_path):
+    s = make_store(tmp_path / "store", n_val=5, absent=3)   # no Fear anywhere
+    r = cli("stage2", "train", "--store", s, "--out", tmp_path / "run", *SMALL, "stage2.train.epochs=1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "no annotated frames of Fear" in r.stdout
+    f1 = json.loads((tmp_path / "run" / "eval" / "f1.json").read_text())
+    assert "Fear" in f1["absent_classes"] and f1["f1"]["Fear"] == 0.0
+    assert "Fear" in (tmp_path / "run" / "eval" / "f1.md").read_text().split("Classes without")[1]
+
+
+def test_cfcsp_head_trains_end_to_end(store, tmp_path):
+    r = cli("stage2", "train", "--store", store, "--out", tmp_path / "cf", *SMALL,
+            "stage2.model.head=cfcsp", "stage2.train.epochs=2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    f1 = json.loads((tmp_path / "cf" / "eval" / "f1.json").read_text())
+    assert 0 < f1["macro_f1"] <= 1
+
+
+@pytest.mark.slow
+def test_kfold_and_ablation_reports(store, tmp_path):
+    r = cli("stage2", "kfold", "--store", store, "--folds", "2", "--out", tmp_path / "kf", *SMALL,
+            "stage2.train.epochs=1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "kf" / "kfold.csv")
+    assert list(table.val_set) == ["official", "fold-1", "fold-2"]
+    assert list(table.columns) == ["val_set", *CLASSES, "Avg"]
+    f1s = json.loads((tmp_path / "kf" / "fold-1" / "stage2.json").read_text())
+    assert set(f1s["train_videos"]).isdisjoint(f1s["val_videos"])
+    a = cli("stage2", "ablate", "--store", store, "--seeds", "2", "--out", tmp_path / "ab", *SMALL,
+            "stage2.train.epochs=1")
+    assert a.returncode == 0, a.stderr[-2000:]
+    runs = pd.read_csv(tmp_path / "ab" / "ablation_runs.csv")
+    assert len(runs) == 8 and set(runs.row) == {"vanilla", "+Aug", "+NAW", "+Aug +NAW"}
+    md = (tmp_path / "ab" / "ablation.md").read_text()
+    assert "±" in md and md.count("\n|") >= 6
+    cfg = json.loads(json.dumps(__import__("yaml").safe_load(
+        (tmp_path / "ab" / "plus_Augplus_NAW" / "seed1" / "config.yaml").read_text())))
+    assert cfg["stage2"]["aug"]["enabled"] and cfg["stage2"]["naw"]["enabled"] and cfg["seed"] == 1
