@@ -119,7 +119,7 @@ def kfold_command(args: argparse.Namespace) -> int:
     from stage2_temporal.train import kfold
 
     cfg = resolve_config(args)
-    table = kfold(args.store, args.out, cfg, args.folds)
+    table, _ = kfold(args.store, args.out, cfg, args.folds)
     print(to_markdown(table))
     summary(f"stage2 kfold: official + {args.folds} splits, mean macro-F1 over splits "
             f"{table['Avg'].iloc[1:].mean():.2f} -> {args.out}/kfold.md")

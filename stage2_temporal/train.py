@@ -219,11 +219,12 @@ def f1_row(name: str, report: F1Report) -> dict:
             "Avg": round(100 * report.macro_f1, 2)}
 
 
-def kfold(store_path: str | Path, out: str | Path, cfg: Config, folds: int) -> pd.DataFrame:
+def kfold(store_path: str | Path, out: str | Path, cfg: Config,
+          folds: int) -> tuple[pd.DataFrame, dict[str, TrainResult]]:
     """Table-1-shaped report (V-NAW paper): one row per random 7:3 video split plus the
-    official split; columns = per-class F1 and the average, in %."""
+    official split; columns = per-class F1 and the average, in %. Also returns each run."""
     out = Path(out)
-    rows = []
+    rows, runs = [], {}
     plan = [("official", {"split": "official"})] + [
         (f"fold-{k + 1}", {"split": "kfold", "folds": folds, "fold": k}) for k in range(folds)]
     for name, data in plan:
@@ -233,11 +234,12 @@ def kfold(store_path: str | Path, out: str | Path, cfg: Config, folds: int) -> p
         if res.report is None:
             raise UsageError(f"{name}: no validation videos")
         rows.append(f1_row(name, res.report))
+        runs[name] = res
     table = pd.DataFrame(rows)
     if distributed.is_primary():
         atomic_write(out / "kfold.csv", lambda p: table.to_csv(p, index=False))
         write_text(out / "kfold.md", "# F1 (%) per validation set\n\n" + to_markdown(table))
-    return table
+    return table, runs
 
 
 ABLATION_ROWS = (("vanilla", False, False), ("+Aug", True, False), ("+NAW", False, True),

@@ -20,8 +20,8 @@ SMALL = ["synth.n_videos=4", "synth.n_val=2", "synth.duration_s=[8,10]",
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(out), *SMALL],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(out), "--folds",
+                           "2", *SMALL], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     # the per-class table: one row per class and the average, then the one-line summary
@@ -31,8 +31,13 @@ def test_demo_end_to_end(tmp_path):
     assert lines[-1].startswith("demo: macro-F1 ")
 
     summary = json.loads((out / "demo_summary.json").read_text())
-    run = out / "runs" / "stage2"
-    run_dir = next(run.iterdir())
+    run_dir = out / "runs" / "stage2" / "official"
+    # the Table-1-shaped report: official + 2 random video splits, 8 classes + Avg
+    kf = pd.read_csv(out / "runs" / "stage2" / "kfold.csv")
+    assert list(kf.val_set) == ["official", "fold-1", "fold-2"]
+    assert list(kf.columns) == ["val_set", *CLASSES, "Avg"]
+    assert "| official |" in proc.stdout and "| fold-2 |" in proc.stdout
+    assert kf.Avg.iloc[0] == pytest.approx(100 * summary["macro_f1"], abs=0.01)
     for name in ("config.yaml", "git_sha.txt", "metrics.jsonl", "checkpoint.safetensors",
                  "stage2.json", "eval/f1.csv", "eval/f1.md", "eval/f1.json", "eval/confusion.png"):
         assert (run_dir / name).is_file(), name
@@ -61,7 +66,8 @@ def test_demo_end_to_end(tmp_path):
     assert len(preds) == sum(store.read_video(v).label.size for v in val)
 
     # a second run reuses the data, the manifest's crops and the complete store entries
-    again = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(out), *SMALL],
+    again = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(out), "--folds",
+                            "0", *SMALL],
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "is current, reusing it" in again.stderr
