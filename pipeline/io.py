@@ -59,6 +59,16 @@ def append_jsonl(path: str | Path, row: dict) -> None:
         f.write(json.dumps(row, default=_json_default) + "\n")
 
 
+def truncate_jsonl(path: str | Path, epochs_before: int) -> None:
+    """Drop rows of epochs a resumed run will redo (a kill can land between the metrics row and
+    the training state), so every epoch appears once."""
+    path = Path(path)
+    rows = read_jsonl(path)
+    kept = [r for r in rows if int(r.get("epoch", -1)) < epochs_before]
+    if len(kept) != len(rows):
+        write_text(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in kept))
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():

@@ -20,7 +20,7 @@ from pipeline import distributed
 from pipeline.checkpoint import save_checkpoint, unwrap_model
 from pipeline.config import Config
 from pipeline.errors import UsageError
-from pipeline.io import append_jsonl, atomic_path
+from pipeline.io import append_jsonl, atomic_path, truncate_jsonl
 from pipeline.optim import adamw_warmup_cosine
 from pipeline.progress import progress
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
@@ -96,6 +96,8 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
                                              int(st["best_epoch"]), int(st["stale"]))
         log.info("resuming %s at epoch %d (best val macro-F1 %.4f at epoch %d)", run_dir, start,
                  best_f1, best_epoch)
+        if distributed.is_primary():
+            truncate_jsonl(run_dir / "metrics.jsonl", start)
     net = DistributedDataParallel(model) if dist.enabled else model
     log.info("stage2: %d train videos (%d frames), %d val videos; %d clips/epoch of %d frames "
              "%s, %d epochs, aug %s, V-NAW %s (target %s), head %s", len(train.videos),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,8 @@ os.environ.setdefault("FER_NO_PROGRESS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+# torchrun launcher for 2 CPU ranks; the module form works where the venv's bin/ is not on PATH
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
 TINY_SWIN = [
     "stage1.model.name=swin_tiny_patch4_window7_224", "stage1.model.img_size=112",
     "stage1.model.embed_dim=32", "stage1.model.depths=[2,2]", "stage1.model.num_heads=[2,4]",

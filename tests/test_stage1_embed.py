@@ -119,8 +119,7 @@ def test_two_gloo_ranks_write_the_same_store_as_one(ingested, tmp_path):
     r = _cli("stage1", "embed", "--manifest", ingested, "--store", one, *TINY_SWIN)
     assert r.returncode == 0, r.stderr[-2000:]
     two = tmp_path / "two"
-    torchrun = [shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run",
-                "--standalone", "--nproc_per_node=2", "-m"]
+    from tests.conftest import TORCHRUN as torchrun
     r2 = _cli("stage1", "embed", "--manifest", ingested, "--store", two, "--export-h5",
               tmp_path / "two.h5", *TINY_SWIN, launcher=torchrun)
     assert r2.returncode == 0, r2.stderr[-3000:]

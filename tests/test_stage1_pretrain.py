@@ -227,8 +227,7 @@ def test_two_gloo_ranks_pretrain(tmp_path):
     import sys
 
     raf = make_rafdb(tmp_path / "raf", n_train=4)
-    torchrun = [shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run",
-                "--standalone", "--nproc_per_node=2", "-m"]
+    from tests.conftest import TORCHRUN as torchrun
     r = _train(tmp_path / "ddp", raf, "stage1.train.epochs=2", launcher=torchrun)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("stage1 train:") == 1                        # rank 0 only
