@@ -35,7 +35,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.commands import demo
+    from pipeline.commands import demo, inspect, predict, report
     from stage0_preprocess import main as stage0
     from stage1_image_encoder import main as stage1
     from stage2_temporal import main as stage2
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     stage1.register(sub)
     stage2.register(sub)
     demo.register(sub)
+    predict.register(sub)
+    inspect.register(sub)
+    report.register(sub)
     return parser
 
 

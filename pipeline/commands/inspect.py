@@ -1,0 +1,6 @@
+"""``fer-pipeline inspect`` (being written)."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,6 @@
+"""``fer-pipeline predict`` (being written)."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,6 @@
+"""``fer-pipeline report`` (being written)."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    pass
