@@ -56,6 +56,30 @@ def make_affwild2(root: Path, videos: dict[str, tuple[str, int]], *, seed: int =
     return root
 
 
+def make_store(path, n_train=6, n_val=3, dim=16, seed=0, absent=None, key="synthkey"):
+    """An embedding store of ``n_train + n_val`` videos ``v00, v01, ...`` whose embeddings are
+    class prototypes + noise, labels in runs of 10-40 frames, ~10% no-face rows, ~5% label -1."""
+    from pipeline.store import EmbeddingStore
+
+    rng = np.random.default_rng(seed)
+    protos = rng.standard_normal((8, dim)) * 2
+    store = EmbeddingStore.create_or_open(path, key, {"name": "synthetic"}, dim)
+    for i in range(n_train + n_val):
+        T = int(rng.integers(60, 200))
+        lab = np.repeat(rng.integers(0, 8, 20), rng.integers(10, 40, 20))[:T]
+        if len(lab) < T:
+            lab = np.concatenate([lab, np.zeros(T - len(lab), int)])
+        if absent is not None:
+            lab[lab == absent] = 0
+        face = rng.random(T) > 0.1
+        emb = (protos[lab] + rng.standard_normal((T, dim))) * face[:, None]
+        lab = lab.astype(np.int8)
+        lab[rng.random(T) < 0.05] = -1
+        store.write_video(f"v{i:02d}", emb.astype(np.float16), lab, face,
+                          {"split": "train" if i < n_train else "val", "fps": 25.0})
+    return path
+
+
 @pytest.fixture
 def affwild2_tree(tmp_path):
     return make_affwild2(tmp_path / "aw", {

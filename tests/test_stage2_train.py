@@ -20,33 +20,12 @@ SMALL = ["stage2.model.d_model=32", "stage2.model.ff=64", "stage2.model.heads=2"
          "stage2.train.epochs=4"]
 
 
-def make_store(path, n_train=6, n_val=3, dim=16, seed=0, absent=None):
-    """Videos whose embeddings are class prototypes + noise, labels in runs of 10-40 frames."""
-    rng = np.random.default_rng(seed)
-    protos = rng.standard_normal((8, dim)) * 2
-    store = EmbeddingStore.create_or_open(path, "synthkey", {"name": "synthetic"}, dim)
-    for i in range(n_train + n_val):
-        T = int(rng.integers(60, 200))
-        lab = np.repeat(rng.integers(0, 8, 20), rng.integers(10, 40, 20))[:T]
-        if len(lab) < T:
-            lab = np.concatenate([lab, np.zeros(T - len(lab), int)])
-        if absent is not None:
-            lab[lab == absent] = 0
-        face = rng.random(T) > 0.1
-        emb = (protos[lab] + rng.standard_normal((T, dim))) * face[:, None]
-        lab = lab.astype(np.int8)
-        lab[rng.random(T) < 0.05] = -1
-        store.write_video(f"v{i:02d}", emb.astype(np.float16), lab, face,
-                          {"split": "train" if i < n_train else "val", "fps": 25.0})
-    return path
-
-
 def cli(*args, launcher=None, timeout=600):
     cmd = (launcher or [sys.executable, "-m"]) + ["pipeline", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-from tests.conftest import TORCHRUN
+from tests.conftest import TORCHRUN, make_store
 
 
 @pytest.fixture(scope="module")
