@@ -136,7 +136,8 @@ def plot_timeline(probs: np.ndarray, path: str | Path, *, fps: float | None = No
     from matplotlib.offsetbox import AnnotationBbox, OffsetImage
     from matplotlib.patches import Patch
 
-    rows = (["thumbs"] if thumbnails else []) + ["probs", "pred"] + (["truth"] if truth is not None else [])
+    rows = ((["thumbs"] if thumbnails else []) + ["probs", "pred"]
+            + (["truth"] if truth is not None else []))
     heights = {"thumbs": 1.0, "probs": 2.6, "pred": 0.28, "truth": 0.28}
     fig, axes = plt.subplots(len(rows), 1, figsize=(12, sum(heights[r] for r in rows) + 1.1),
                              sharex=True, gridspec_kw={"height_ratios": [heights[r] for r in rows],
@@ -180,7 +181,8 @@ def plot_timeline(probs: np.ndarray, path: str | Path, *, fps: float | None = No
         for k, img in sorted(thumbnails, key=lambda t: int(t[0])):
             img = np.asarray(img)
             x = (int(k) + 0.5) * scale
-            box = OffsetImage(img, zoom=size_pt / img.shape[0], cmap="gray" if img.ndim == 2 else None)
+            box = OffsetImage(img, zoom=size_pt / img.shape[0],
+                              cmap="gray" if img.ndim == 2 else None)
             a.add_artist(AnnotationBbox(box, (x, 0.58), xycoords=("data", "axes fraction"),
                                         frameon=True, pad=0.1, bboxprops={"edgecolor": "#888888"}))
             a.text(x, 0.0, f"{x - 0.5 * scale:.1f} s" if fps else f"frame {int(k)}",
@@ -194,3 +196,47 @@ def plot_timeline(probs: np.ndarray, path: str | Path, *, fps: float | None = No
         fig.suptitle(title, fontsize=11)
     fig.subplots_adjust(left=0.06, right=0.88, top=0.92 if title else 0.97, bottom=0.12)
     return _save(fig, path)
+
+
+_HATCHES = ("", "//", "..", "xx", "\\\\", "oo", "--", "++")
+
+
+def plot_f1_bars(series: dict[str, list[float]], path: str | Path, title: str = "",
+                 class_names: tuple[str, ...] = CLASSES) -> Path:
+    """Per-class F1 (in %) as grouped bars, one group per class in its class colour and one bar
+    per series (e.g. raw / post-processed, or one per validation split), told apart by hatching.
+    Series labels go to the legend as given (put the macro average there)."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+
+    names = list(series)
+    if not names:
+        raise ValueError("plot_f1_bars: no series")
+    values = np.asarray([np.asarray(series[n], dtype=np.float64) for n in names])   # (S, K)
+    if values.shape[1] != len(class_names):
+        raise ValueError(f"plot_f1_bars: {values.shape[1]} values per series, "
+                         f"{len(class_names)} classes")
+    S, K = values.shape
+    width = 0.8 / S
+    fig, ax = plt.subplots(figsize=(2.5 + K * (0.6 + 0.25 * S), 4.0))
+    x = np.arange(K)
+    colors = [CLASS_COLOR.get(c, "#888888") for c in class_names]
+    for s, name in enumerate(names):
+        pos = x - 0.4 + width * (s + 0.5)
+        ax.bar(pos, values[s], width * 0.95, color=colors, hatch=_HATCHES[s % len(_HATCHES)],
+               edgecolor="#333333", linewidth=0.6)
+        if S <= 3:
+            for xp, v in zip(pos, values[s]):
+                ax.text(xp, v + 1, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, class_names, rotation=0 if K <= 8 else 45)
+    ax.set_ylabel("F1 (%)")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3, axis="y")
+    if S > 1:
+        ax.legend(handles=[Patch(facecolor="white", edgecolor="#333333",
+                                 hatch=_HATCHES[s % len(_HATCHES)], label=n)
+                           for s, n in enumerate(names)], fontsize=8, loc="upper left",
+                  bbox_to_anchor=(1.005, 1.0), frameon=False)
+    ax.set_title(title or "per-class F1")
+    fig.tight_layout()
+    return _save(fig, path, bbox_inches="tight")

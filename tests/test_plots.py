@@ -6,7 +6,7 @@ from matplotlib.colors import to_rgb
 from PIL import Image
 
 from pipeline.labels import CLASSES, NUM_CLASSES
-from pipeline.plots import CLASS_COLOR, CLASS_COLORS, plot_curves, plot_timeline
+from pipeline.plots import CLASS_COLOR, CLASS_COLORS, plot_curves, plot_f1_bars, plot_timeline
 
 
 def _probs(T, seed=0):
@@ -127,3 +127,14 @@ def test_learning_curves_still_render(tmp_path):
     rows = [{"epoch": e, "train_loss": 2 - 0.3 * e, "val_macro_f1": 0.1 * e} for e in range(4)]
     img = _png(plot_curves(rows, tmp_path / "c.png", title="t"))
     assert img.shape[0] > 200 and img.shape[1] > 600
+
+
+def test_f1_bars_one_bar_per_class_and_series(tmp_path):
+    raw = np.linspace(0, 80, NUM_CLASSES)
+    one = _png(plot_f1_bars({"raw": raw}, tmp_path / "a.png"))
+    two = _png(plot_f1_bars({"raw (macro-F1 40.00)": raw, "post": raw[::-1]}, tmp_path / "b.png"))
+    assert two.shape[1] > one.shape[1]                       # wider groups, plus a legend
+    for c in CLASSES[1:]:                                    # every class with F1 > 0 is drawn
+        assert _count(one, CLASS_COLOR[c]) > 50 and _count(two, CLASS_COLOR[c]) > 50
+    with pytest.raises(ValueError, match="7 values per series"):
+        plot_f1_bars({"raw": raw[:7]}, tmp_path / "c.png")
