@@ -59,7 +59,10 @@ def _video_attrs(rows: pd.DataFrame) -> dict:
 
 
 def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, store_path: Path,
-                   device: torch.device) -> EmbedResult:
+                   device: torch.device, encoder_run: str | Path | None = None) -> EmbedResult:
+    """Embed every face frame of the manifest into the store (videos already complete are
+    skipped). ``encoder_run``: the stage-1 run the weights came from, recorded in the store so a
+    stage-2 run trained on it can find its encoder again (``fer-pipeline predict``)."""
     mcfg = cfg.stage1.model
     key = encoder_key(model, mcfg)
     model = model.to(device).eval()
@@ -68,6 +71,8 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
         store = EmbeddingStore.create_or_open(store_path, key, preprocessing(mcfg), dim)
         write_text(store.path / "config.yaml", cfg.to_yaml())   # provenance of the latest writer
         write_text(store.path / "git_sha.txt", git_sha() + "\n")
+        if encoder_run is not None:
+            store.root.attrs["encoder_run"] = str(Path(encoder_run).resolve())
     distributed.barrier()
     if not distributed.is_primary():
         store = EmbeddingStore.create_or_open(store_path, key, preprocessing(mcfg), dim)

@@ -77,7 +77,7 @@ def run_embed(manifest_path: str | Path, cfg: Config, run_dir=None, store: str |
     key = encoder_key(model, mcfg)
     store = Path(store) if store else Path(cfg.artifacts_dir) / "embeddings" / key
     log.info("encoder %s (key %s, dim %d) -> %s", mcfg.name, key, model.num_features, store)
-    return embed_manifest(manifest, model, cfg, store, device)
+    return embed_manifest(manifest, model, cfg, store, device, encoder_run=run_dir)
 
 
 def run_pretrain(cfg: Config, run_dir: str | Path, resume: bool = False):

@@ -114,7 +114,7 @@ def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool
         init_run_dir(run_dir, cfg, "stage2")
         write_json(run_dir / "stage2.json", {
             "store": str(Path(store_path).resolve()), "encoder_key": store.encoder_key,
-            "in_dim": store.dim, "split": cfg.stage2.data.split, "fold": cfg.stage2.data.fold,
+            "encoder_run": store.meta.get("encoder_run"), "in_dim": store.dim, "split": cfg.stage2.data.split, "fold": cfg.stage2.data.fold,
             "train_videos": train_c.videos, "val_videos": val_c.videos})
     distributed.barrier()
     result = fit(train_c, val_c, cfg, run_dir, device,

@@ -1,6 +1,287 @@
-"""``fer-pipeline predict`` (being written)."""
+"""``fer-pipeline predict VIDEO... --run RUN_DIR``: new videos -> per-frame expressions.
+
+Chains the three stages on videos without labels: stage 0 (detect, track, align; the run's
+stage-0 settings) -> stage 1 (the encoder the stage-2 run was trained on, found through the
+store it recorded and checked by encoder key) -> stage 2 (the run's model, sliding windows).
+Per video it writes (SPEC §8):
+
+* ``<video>.csv``: frame, time_s, has_face, the 8 probabilities (frames without a face get
+  probabilities interpolated from the nearest face frames), label, smoothed label;
+* ``<video>_submission.txt``: the ABAW format (SPEC §3), one class id per frame (smoothed label);
+* ``<video>_timeline.png``: probabilities over time, the predicted class band, a few crops.
+
+Intermediate stage-0 crops and the embedding store live under ``OUT/work`` and are reused by a
+re-run (each stage skips complete videos), so an interrupted batch resumes.
+
+Python API with the same behaviour::
+
+    from pipeline.commands.predict import Predictor
+    df = Predictor.from_run("artifacts/runs/stage2/xyz").predict_video("clip.mp4")
+"""
 from __future__ import annotations
 
+import argparse
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 
-def register(sub) -> None:
-    pass
+import cv2
+import numpy as np
+import pandas as pd
+
+from pipeline.cliutil import setup_logging, summary
+from pipeline.config import Config, load_config
+from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
+from pipeline.io import atomic_write, write_text
+from pipeline.labels import CLASSES
+from pipeline.manifest import read_manifest
+from pipeline.runs import setup_torch
+
+log = logging.getLogger(__name__)
+
+PROB_COLUMNS = [f"p_{c}" for c in CLASSES]
+DEFAULT_SMOOTH = 15   # frames of the smoothed label when the run configures none
+
+
+@dataclass
+class VideoPrediction:
+    name: str
+    path: str
+    frames: pd.DataFrame
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def face_pct(self) -> float:
+        return 100.0 * float(self.frames["has_face"].mean()) if len(self.frames) else 0.0
+
+
+@dataclass
+class PredictResult:
+    videos: list[VideoPrediction]
+    failures: list[str]
+    out: Path
+
+
+def _encoder_for(info: dict, run_dir: Path, encoder_run: str | Path | None, cfg: Config):
+    """The stage-1 encoder a stage-2 run was trained on; checked by encoder key and dim."""
+    from pipeline.store import EmbeddingStore
+    from stage1_image_encoder.main import encoder_from
+    from stage1_image_encoder.model import encoder_key
+
+    source = encoder_run or info.get("encoder_run")
+    if source is None and info.get("store") and Path(info["store"]).is_dir():
+        source = EmbeddingStore.open(info["store"]).meta.get("encoder_run")
+    if source is not None and not Path(source).is_dir():
+        raise UsageError(f"{run_dir}: its encoder run {source} is not there; pass --encoder-run DIR")
+    # no recorded stage-1 run: the store was embedded by the config's encoder (seeded init or
+    # stage1.model.pretrained), which the key check below confirms or refutes
+    model, mcfg = encoder_from(cfg, source)
+    if int(model.num_features) != int(info["in_dim"]):
+        raise UsageError(f"{run_dir}: encoder gives {model.num_features}-dim embeddings, the model "
+                         f"takes {info['in_dim']}")
+    key = encoder_key(model, mcfg)
+    if key != info["encoder_key"]:
+        hint = "" if source else " (the run records no stage-1 run; pass --encoder-run DIR)"
+        raise UsageError(f"{run_dir}: encoder {source or mcfg.name} has key {key}, the run was "
+                         f"trained on embeddings of key {info['encoder_key']}{hint}")
+    return model, mcfg
+
+
+class Predictor:
+    """A stage-2 run plus its encoder and stage-0 settings, ready for new videos."""
+
+    def __init__(self, run_dir: str | Path, encoder_run: str | Path | None = None,
+                 config_files: list[str | Path] | None = None, overrides: list[str] | None = None,
+                 smooth_window: int | None = None):
+        from stage2_temporal.train import load_run_model
+
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise UsageError(f"{self.run_dir}: no such run directory")
+        self.model, run_cfg, self.info, _ = load_run_model(self.run_dir)
+        # the run's resolved config (stage-0 and stage-2 settings it was made with), then the
+        # caller's layers
+        self.cfg = load_config([self.run_dir / "config.yaml", *(config_files or [])], overrides,
+                               base=None)
+        self.cfg = self.cfg.model_copy(update={"stage2": run_cfg.stage2})
+        self.device = setup_torch(self.cfg)
+        self.encoder, mcfg = _encoder_for(self.info, self.run_dir, encoder_run, self.cfg)
+        self.cfg = self.cfg.model_copy(update={"stage1": self.cfg.stage1.model_copy(update={"model": mcfg})})
+        self.model.to(self.device)
+        s2 = self.cfg.stage2
+        if smooth_window is None:   # the run's window, else half a second at 30 fps
+            smooth_window = s2.post.smooth_window if s2.post.smooth_window > 1 else DEFAULT_SMOOTH
+        self.smooth_window = int(smooth_window)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, **kw) -> Predictor:
+        return cls(run_dir, **kw)
+
+    # ------------------------------------------------------------------ API
+    def predict_video(self, path: str | Path, out: str | Path | None = None) -> pd.DataFrame:
+        """Per-frame predictions of one video as a DataFrame (columns as the CSV). With ``out``
+        the CSV, submission and timeline files are written there too."""
+        if out is None:
+            with tempfile.TemporaryDirectory(prefix="fer-predict-") as tmp:
+                res = self.predict([path], tmp, write=False)
+        else:
+            res = self.predict([path], out)
+        if res.failures:
+            raise UsageError(res.failures[0])
+        return res.videos[0].frames
+
+    def predict(self, paths: list[str | Path], out: str | Path, write: bool = True) -> PredictResult:
+        from stage0_preprocess.run import find_videos, jobs_for_videos, run_jobs
+        from stage1_image_encoder.embed import embed_manifest
+        from stage1_image_encoder.model import encoder_key
+
+        out = Path(out)
+        work = out / "work"
+        videos = find_videos(paths)
+        if not videos:
+            raise UsageError("no videos given")
+        jobs = jobs_for_videos(videos)
+        log.info("predict: %d video(s) -> %s (stage 0, encoder, %s)", len(jobs), out, self.run_dir)
+        s0 = run_jobs(jobs, work / "stage0", self.cfg)
+        failures = [o.error for o in s0.failed]
+        ok = [o for o in s0.outcomes if o.status != "failed"]
+        if not ok:
+            return PredictResult([], failures, out)
+        manifest = read_manifest(s0.manifest)
+        key = encoder_key(self.encoder, self.cfg.stage1.model)
+        emb = embed_manifest(manifest, self.encoder, self.cfg, work / "embeddings" / key, self.device)
+        failures += emb.failures
+        results = []
+        by_name = {j.tracks[0].name: j.path for j in jobs}
+        for o in ok:
+            if o.name not in emb.written and o.name not in emb.skipped:
+                continue
+            frames = self._frames(emb.store, o.name, manifest)
+            if not frames["has_face"].any():
+                log.warning("%s: no face in any of its %d frames; its rows are flagged has_face="
+                            "False and carry the model's output without face evidence",
+                            by_name[o.name], len(frames))
+            res = VideoPrediction(o.name, by_name[o.name], frames)
+            if write:
+                res.files = self._write(res, out, work / "stage0")
+            results.append(res)
+        return PredictResult(results, failures, out)
+
+    # ------------------------------------------------------------------ internals
+    def _frames(self, store_path: Path, name: str, manifest: pd.DataFrame) -> pd.DataFrame:
+        from pipeline.store import EmbeddingStore
+        from stage2_temporal.data import TemporalCache
+        from stage2_temporal.evaluate import interpolate_no_face, predict_probs, smooth
+        from stage2_temporal.engine import eval_stride
+
+        loaded = EmbeddingStore.open(store_path).load([name])
+        cache = TemporalCache.from_store(loaded, self.device)
+        clip_len = self.cfg.stage2.data.clip_len
+        raw = predict_probs(self.model, cache, clip_len, eval_stride(self.cfg)).numpy()
+        face = loaded.face.astype(bool)
+        probs = interpolate_no_face(raw, face)
+        smoothed = smooth(probs, self.smooth_window)
+        rows = manifest[manifest["video"] == name].sort_values("frame")
+        df = pd.DataFrame({"frame": rows["frame"].to_numpy(), "time_s": rows["time_s"].to_numpy(),
+                           "has_face": face})
+        for k, c in enumerate(PROB_COLUMNS):
+            df[c] = probs[:, k].astype(np.float32)
+        df["label"] = probs.argmax(1)
+        df["smoothed_label"] = smoothed.argmax(1)
+        df["label_name"] = [CLASSES[i] for i in df["label"]]
+        return df
+
+    def _write(self, res: VideoPrediction, out: Path, stage0_dir: Path) -> dict[str, Path]:
+        from pipeline.plots import plot_timeline
+
+        out.mkdir(parents=True, exist_ok=True)
+        csv = out / f"{res.name}.csv"
+        atomic_write(csv, lambda p: res.frames.to_csv(p, index=False, float_format="%.5f"))
+        sub = out / f"{res.name}_submission.txt"
+        lines = ["image_location," + ",".join(CLASSES)]
+        lines += [f"{res.name}/{int(k):05d}.jpg,{int(y)}"
+                  for k, y in zip(res.frames["frame"], res.frames["smoothed_label"])]
+        write_text(sub, "\n".join(lines) + "\n")
+        fr = res.frames
+        fps = _fps(fr["time_s"].to_numpy())
+        png = plot_timeline(fr[PROB_COLUMNS].to_numpy(), out / f"{res.name}_timeline.png",
+                            fps=fps, pred=fr["smoothed_label"].to_numpy(),
+                            face=fr["has_face"].to_numpy(), thumbnails=_thumbnails(stage0_dir, res),
+                            title=f"{Path(res.path).name}: {_dominant(fr)}")
+        return {"csv": csv, "submission": sub, "timeline": png}
+
+
+def _fps(times: np.ndarray) -> float | None:
+    t = times[np.isfinite(times)]
+    if len(t) < 2 or t[-1] <= t[0]:
+        return None
+    return float((len(t) - 1) / (t[-1] - t[0]))
+
+
+def _dominant(frames: pd.DataFrame) -> str:
+    counts = frames.loc[frames["has_face"], "smoothed_label"].value_counts()
+    if counts.empty:
+        return "no face found"
+    return ", ".join(f"{CLASSES[int(k)]} {100 * v / counts.sum():.0f}%" for k, v in counts.head(3).items())
+
+
+def _thumbnails(stage0_dir: Path, res: VideoPrediction, n: int = 6) -> list[tuple[int, np.ndarray]]:
+    """A few evenly spaced face crops of the video (0-based frame index, RGB)."""
+    idx = np.flatnonzero(res.frames["has_face"].to_numpy())
+    out = []
+    for i in idx[np.linspace(0, len(idx) - 1, num=min(n, len(idx)), dtype=int)] if len(idx) else []:
+        k = int(res.frames["frame"].iloc[i])
+        img = cv2.imread(str(stage0_dir / "crops" / res.name / f"{k:05d}.jpg"))
+        if img is not None:
+            out.append((int(i), cv2.cvtColor(img, cv2.COLOR_BGR2RGB)))
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="new videos -> per-frame expressions (CSV, ABAW "
+                                       "submission, timeline)")
+    p.add_argument("--config", action="append", default=[], metavar="FILE",
+                   help="YAML layered over the run's config (repeatable; later wins)")
+    p.add_argument("videos", nargs="+", metavar="VIDEO",
+                   help="video files or folders of videos, then optional KEY=VALUE overrides")
+    p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR",
+                   help="stage-2 run dir (it records its store and encoder)")
+    p.add_argument("--out", metavar="DIR", help="output dir (default artifacts/predict/<run name>)")
+    p.add_argument("--encoder-run", metavar="DIR",
+                   help="stage-1 run of the encoder, when the stage-2 run does not record it")
+    p.add_argument("--smooth-window", type=int, default=None, metavar="N",
+                   help="frames of the centred moving average behind the smoothed label "
+                        f"(default: the run's stage2.post.smooth_window, or {DEFAULT_SMOOTH} when it has none)")
+    p.set_defaults(handler=predict_command)
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    # the trailing KEY=VALUE overrides and positional videos share argparse's nargs: split them
+    videos = [v for v in args.videos if "=" not in Path(v).name or Path(v).exists()]
+    overrides = [v for v in args.videos if v not in videos]
+    setup_logging()
+    pred = Predictor(args.run, encoder_run=args.encoder_run, config_files=args.config,
+                     overrides=overrides, smooth_window=args.smooth_window)
+    setup_logging(pred.cfg.log_level)
+    out = Path(args.out or Path(pred.cfg.artifacts_dir) / "predict" / Path(args.run).resolve().name)
+    res = pred.predict(videos, out)
+    for f in res.failures:
+        print(f"skipped: {f}")
+    for v in res.videos:
+        print(f"{v.name}: {len(v.frames)} frames, face in {v.face_pct:.1f}%, {_dominant(v.frames)}"
+              f" -> {v.files.get('csv')}")
+    write_json_summary(res)
+    summary(f"predict: {len(res.videos)} video(s) predicted, {len(res.failures)} failed -> {out}")
+    return EXIT_INPUTS_FAILED if res.failures else EXIT_OK
+
+
+def write_json_summary(res: PredictResult) -> None:
+    from pipeline.io import write_json
+
+    write_json(res.out / "predict_summary.json", {
+        "videos": [{"name": v.name, "path": v.path, "frames": len(v.frames),
+                    "face_pct": round(v.face_pct, 2),
+                    "files": {k: str(p) for k, p in v.files.items()}} for v in res.videos],
+        "failures": res.failures})
+
