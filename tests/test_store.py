@@ -88,3 +88,17 @@ def test_load_concatenates_in_order(tmp_path):
     assert [sub.split_of(i) for i in range(2)] == ["val", "train"]
     with pytest.raises(UsageError, match="1 video\\(s\\) missing or incomplete.*zzz"):
         store.load(["a", "zzz"])
+
+
+
+def test_atomic_writes_get_the_mode_plain_open_would_give(tmp_path):
+    import os
+
+    from pipeline.io import write_text
+
+    write_text(tmp_path / "a.txt", "x")
+    with open(tmp_path / "b.txt", "w") as f:
+        f.write("x")
+    assert (tmp_path / "a.txt").read_text() == "x"
+    assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == os.stat(tmp_path / "b.txt").st_mode & 0o777
+    assert not list(tmp_path.glob(".a.txt.*"))       # no temporary left behind
