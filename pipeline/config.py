@@ -230,6 +230,7 @@ class TemporalModelConfig(_Strict):
     dropout: float = Field(0.6, ge=0, lt=1)
     pos: Literal["none", "learned", "sine"] = "none"
     head: Literal["flat", "cfcsp"] = "flat"
+    cascade: Literal["soft", "hard"] = "soft"
 
     @model_validator(mode="after")
     def _check(self):
@@ -255,9 +256,17 @@ class Stage2TrainConfig(TrainConfig):
     keep: Literal["best", "last"] = "best"
 
 
+DEFAULT_SMOOTH_WINDOW = 15   # frames (half a second at 30 fps) when smoothing is asked for
+                             # and stage2.post.smooth_window sets none
+
+
 class PostConfig(_Strict):
     smooth_window: int = Field(0, ge=0)
     interpolate: bool = True
+
+    def smoothing_window(self) -> int:
+        """Window of Smooth Predicting: ``smooth_window`` when it smooths, else the default."""
+        return self.smooth_window if self.smooth_window > 1 else DEFAULT_SMOOTH_WINDOW
 
 
 class Stage2Config(_Strict):

@@ -25,6 +25,7 @@ from pipeline.optim import adamw_warmup_cosine
 from pipeline.progress import progress
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
 from stage2_temporal.evaluate import evaluate
+from stage2_temporal.heads import decision_rule
 from stage2_temporal.losses import balanced_class_weights, vnaw_loss
 from stage2_temporal.model import TemporalTransformer
 
@@ -151,7 +152,8 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
                "epoch_s": round(time.time() - t0, 3)}
         improved = False
         if len(val.videos):
-            res = evaluate(unwrap_model(net), val, s2.data.clip_len, eval_stride(cfg), s2.post)
+            res = evaluate(unwrap_model(net), val, s2.data.clip_len, eval_stride(cfg), s2.post,
+                           rule=decision_rule(s2.model))
             last_f1 = res.report.macro_f1
             row.update(val_macro_f1=last_f1, val_acc=res.report.accuracy)
             if res.post_report is not None:

@@ -1,6 +1,8 @@
 """Full-video evaluation: sliding windows over every frame (stride ``clip_len / 2`` by default),
 overlapping probabilities averaged, macro-F1 over every annotated frame; optional
 post-processing (no-face interpolation, centred smoothing) reported beside the raw numbers.
+Class ids are taken from the (averaged, post-processed) probabilities by the model's decision
+rule (``heads.decide``).
 
 Under DDP each rank scores a disjoint share of the videos; the confusion counts are
 all-reduced (never per-rank F1) and the per-video probabilities gathered, so 2 ranks give
@@ -19,6 +21,7 @@ from pipeline.config import PostConfig
 from pipeline.labels import NUM_CLASSES
 from pipeline.metrics import F1Report, confusion
 from stage2_temporal.data import TemporalCache, gather_clips
+from stage2_temporal.heads import decide
 
 
 def window_starts(T: int, clip_len: int, stride: int) -> list[int]:
@@ -101,13 +104,21 @@ class EvalResult:
     probs: np.ndarray                      # (N, 8) raw probabilities, every frame
     post_report: F1Report | None = None    # after the configured post-processing
     post_probs: np.ndarray | None = None
+    labels: np.ndarray | None = None       # (N,) annotations (-1 = not scored)
+    rule: str = "soft"                     # decision rule behind the reports
     extra: dict = field(default_factory=dict)
+
+    def reports(self, rule: str) -> tuple[F1Report, F1Report | None]:
+        """(raw, post-processed) reports of the same probabilities under another decision rule."""
+        post = None if self.post_probs is None else F1Report(
+            confusion(self.labels, decide(self.post_probs, rule)))
+        return F1Report(confusion(self.labels, decide(self.probs, rule))), post
 
 
 def evaluate(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
-             post: PostConfig | None = None, batch_size: int = 64) -> EvalResult:
+             post: PostConfig | None = None, batch_size: int = 64, rule: str = "soft") -> EvalResult:
     """Macro-F1 over every annotated frame of the cache (raw, and post-processed when ``post``
-    asks for it); distributed-aware."""
+    asks for it), class ids by ``decide(probs, rule)``; distributed-aware."""
     mine = distributed.shard(range(len(cache.videos)))
     probs = predict_probs(model, cache, clip_len, stride, batch_size, videos=mine).numpy()
     labels = cache.label.cpu().numpy()
@@ -118,10 +129,10 @@ def evaluate(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
     for v in mine:
         sl = slice(int(cache.offsets[v]), int(cache.offsets[v + 1]))
         p = probs[sl]
-        cm[0] += confusion(labels[sl], p.argmax(-1))
+        cm[0] += confusion(labels[sl], decide(p, rule))
         pp = postprocess(p, face[sl], post) if do_post else None
         if do_post:
-            cm[1] += confusion(labels[sl], pp.argmax(-1))
+            cm[1] += confusion(labels[sl], decide(pp, rule))
         local[v] = (p, pp)
     cm = distributed.all_reduce_sum(torch.from_numpy(cm)).numpy()
     gathered = {}
@@ -134,9 +145,5 @@ def evaluate(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
         full[sl] = p
         if do_post:
             full_post[sl] = pp
-    return EvalResult(F1Report(cm[0]), full, F1Report(cm[1]) if do_post else None, full_post)
-
-
-def per_video_predictions(cache: TemporalCache, probs: np.ndarray) -> dict[str, np.ndarray]:
-    pred = np.asarray(probs).argmax(-1)
-    return {v: pred[cache.offsets[i]:cache.offsets[i + 1]] for i, v in enumerate(cache.videos)}
+    return EvalResult(F1Report(cm[0]), full, F1Report(cm[1]) if do_post else None, full_post,
+                      labels=labels, rule=rule)

@@ -4,15 +4,20 @@ per-frame cross-entropy.
 - ``flat``: 8 logits per frame.
 - ``cfcsp`` (CFC-SP, coarse-to-fine cascade): 5 coarse logits ``[Neutral, Happiness, Surprise,
   Other, Negative]`` then 4 negative logits ``[Anger, Disgust, Fear, Sadness]``; the negative
-  head is trained only on negative frames. Soft cascade: ``p8[neg k] = p5[Negative] * p4[k]``;
-  hard cascade: the coarse argmax unless Negative, then the negative argmax.
+  head is trained only on negative frames. Soft cascade: ``p8[neg k] = p5[Negative] * p4[k]``.
+
+Class ids come from probabilities through ``decide`` (window averaging and smoothing act on
+probabilities, so the decision is taken last): ``soft`` = argmax of the 8 probabilities;
+``hard`` = the cascade's own rule, the coarse winner unless Negative, then the negative winner.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pipeline import labels as L
+from pipeline.config import TemporalModelConfig
 
 _TO_COARSE = torch.tensor(L.TO_COARSE)
 _TO_NEG = torch.tensor(L.TO_NEGATIVE)
@@ -37,13 +42,33 @@ def probs8(logits: torch.Tensor, head: str) -> torch.Tensor:
     return p8
 
 
-def hard_cascade(logits: torch.Tensor) -> torch.Tensor:
-    """cfcsp logits (..., 9) -> (...) 8-class ids: coarse argmax, refined when Negative."""
-    coarse = logits[..., :5].argmax(-1)
-    neg = logits[..., 5:].argmax(-1)
-    coarse_ids = torch.tensor(list(_COARSE_COLS) + [-1], device=logits.device)[coarse]
-    neg_ids = torch.tensor(_NEG_COLS, device=logits.device)[neg]
-    return torch.where(coarse == L.COARSE_NEGATIVE, neg_ids, coarse_ids)
+DECISION_RULES = ("soft", "hard")
+
+
+def decision_rule(model_cfg: TemporalModelConfig) -> str:
+    """The rule a ``stage2.model`` config predicts with: its ``cascade`` for the cfcsp head,
+    plain argmax (soft) for the flat head."""
+    return model_cfg.cascade if model_cfg.head == "cfcsp" else "soft"
+
+
+def decide(probs8: np.ndarray, rule: str) -> np.ndarray:
+    """(..., 8) class probabilities -> (...) int64 class ids.
+
+    soft: argmax of the 8 probabilities. hard: argmax of the coarse scores
+    ``[p_Neutral, p_Happiness, p_Surprise, p_Other, p_Anger + p_Disgust + p_Fear + p_Sadness]``,
+    and when Negative wins, the argmax among the four negative classes. On one frame of the
+    cfcsp head the coarse scores are p5 itself (the negative ones sum to p5[Negative]), so this
+    is the coarse-head argmax refined by the negative-head argmax.
+    """
+    p = np.asarray(probs8)
+    if rule == "soft":
+        return p.argmax(-1)
+    if rule != "hard":
+        raise ValueError(f"unknown decision rule {rule!r}; known: {', '.join(DECISION_RULES)}")
+    neg = p[..., _NEG_COLS]                                            # (..., 4)
+    coarse = np.concatenate([p[..., _COARSE_COLS], neg.sum(-1, keepdims=True)], -1).argmax(-1)
+    return np.where(coarse == L.COARSE_NEGATIVE, np.asarray(_NEG_COLS)[neg.argmax(-1)],
+                    np.asarray(L.COARSE_TO_ID)[coarse])
 
 
 def frame_ce(logits: torch.Tensor, label: torch.Tensor, head: str) -> torch.Tensor:

@@ -27,6 +27,7 @@ from pipeline.store import EmbeddingStore, LoadedStore
 from stage2_temporal.data import TemporalCache
 from stage2_temporal.engine import build_model, eval_stride, fit
 from stage2_temporal.evaluate import EvalResult, evaluate
+from stage2_temporal.heads import decide, decision_rule
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +174,13 @@ def evaluate_run(run_dir: str | Path, store_path: str | Path | None = None,
                          f"from the store: {', '.join(missing[:10])}")
     loaded = store.load(names)
     cache = TemporalCache.from_store(loaded, device if cfg.stage2.data.preload == "device" else "cpu")
-    res = evaluate(model.to(device), cache, cfg.stage2.data.clip_len, eval_stride(cfg), cfg.stage2.post)
+    rule = decision_rule(cfg.stage2.model)
+    res = evaluate(model.to(device), cache, cfg.stage2.data.clip_len, eval_stride(cfg), cfg.stage2.post,
+                   rule=rule)
     if distributed.is_primary():
         write_eval(run_dir / "eval", res, loaded, cfg,
                    title=f"{split}: macro-F1 {100 * res.report.macro_f1:.2f} (epoch {meta.get('epoch')})",
-                   extra={"split": split, "checkpoint_epoch": meta.get("epoch"),
+                   extra={"split": split, "checkpoint_epoch": meta.get("epoch"), "decision_rule": rule,
                           "videos": len(names), "frames_scored": int(res.report.support.sum())})
     return res
 
@@ -205,9 +208,9 @@ def write_eval(out: Path, res: EvalResult, loaded: LoadedStore, cfg: Config, tit
     frames = np.concatenate([np.arange(1, n + 1) for n in loaded.lengths()])
     videos = np.repeat(np.asarray(loaded.videos, dtype=object), loaded.lengths())
     df = pd.DataFrame({"video": videos, "frame": frames.astype(np.int32), "label": loaded.label,
-                       "face": loaded.face, "pred": res.probs.argmax(-1).astype(np.int8)})
+                       "face": loaded.face, "pred": decide(res.probs, res.rule).astype(np.int8)})
     if res.post_probs is not None:
-        df["pred_post"] = res.post_probs.argmax(-1).astype(np.int8)
+        df["pred_post"] = decide(res.post_probs, res.rule).astype(np.int8)
     for k, c in enumerate(CLASSES):
         df[f"p_{c}"] = res.probs[:, k].astype(np.float32)
     write_parquet(out / "predictions.parquet", df)

@@ -11,7 +11,7 @@ from pipeline.config import PostConfig, TokenAugConfig, VNAWConfig
 from pipeline.naw import naw_weight
 from stage2_temporal.augment import TokenAugment, channel_masks, drop_tokens
 from stage2_temporal.evaluate import interpolate_no_face, postprocess, smooth
-from stage2_temporal.heads import frame_ce, hard_cascade, probs8
+from stage2_temporal.heads import decide, frame_ce, probs8
 from stage2_temporal.losses import balanced_class_weights, clip_majority, vnaw_loss
 from stage2_temporal.train import kfold_split
 
@@ -122,9 +122,9 @@ def test_cfcsp_probabilities_and_cascades():
     assert float(p8[L.NEUTRAL]) == pytest.approx(0.1) and float(p8[L.OTHER]) == pytest.approx(0.1)
     assert float(p8[L.DISGUST]) == pytest.approx(0.6 * 0.5)
     assert float(p8[L.ANGER]) == pytest.approx(0.6 / 6)
-    assert int(hard_cascade(logits)[0]) == L.DISGUST
+    assert int(decide(p8.numpy(), "hard")) == L.DISGUST
     happy = torch.tensor([[0.0, 5.0, 0, 0, 0, 9, 0, 0, 0]])
-    assert int(hard_cascade(happy)[0]) == L.HAPPINESS                 # coarse wins unless Negative
+    assert int(decide(probs8(happy, "cfcsp").numpy(), "hard")[0]) == L.HAPPINESS   # coarse wins unless Negative
     # CE: coarse target always, negative head only on negative frames
     lab = torch.tensor([[L.HAPPINESS, L.DISGUST, -1]])
     lg = torch.randn(1, 3, 9)

@@ -6,7 +6,8 @@ store it recorded and checked by encoder key) -> stage 2 (the run's model, slidi
 Per video it writes (SPEC §8):
 
 * ``<video>.csv``: frame, time_s, has_face, the 8 probabilities (frames without a face get
-  probabilities interpolated from the nearest face frames), label, smoothed label;
+  probabilities interpolated from the nearest face frames), label, smoothed label (argmax, or
+  the run's ``stage2.model.cascade`` rule for a CFC-SP head);
 * ``<video>_submission.txt``: the ABAW format (SPEC §3), one class id per frame (smoothed label);
 * ``<video>_timeline.png``: probabilities over time, the predicted class band, a few crops.
 
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cliutil import setup_logging, summary
-from pipeline.config import Config, load_config
+from pipeline.config import DEFAULT_SMOOTH_WINDOW as DEFAULT_SMOOTH, Config, load_config
 from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
 from pipeline.io import atomic_write, write_text
 from pipeline.labels import CLASSES
@@ -41,7 +42,6 @@ from pipeline.runs import setup_torch
 log = logging.getLogger(__name__)
 
 PROB_COLUMNS = [f"p_{c}" for c in CLASSES]
-DEFAULT_SMOOTH = 15   # frames of the smoothed label when the run configures none
 
 
 @dataclass
@@ -111,7 +111,7 @@ class Predictor:
         self.model.to(self.device)
         s2 = self.cfg.stage2
         if smooth_window is None:   # the run's window, else half a second at 30 fps
-            smooth_window = s2.post.smooth_window if s2.post.smooth_window > 1 else DEFAULT_SMOOTH
+            smooth_window = s2.post.smoothing_window()
         self.smooth_window = int(smooth_window)
 
     @classmethod
@@ -174,6 +174,7 @@ class Predictor:
         from stage2_temporal.data import TemporalCache
         from stage2_temporal.evaluate import interpolate_no_face, predict_probs, smooth
         from stage2_temporal.engine import eval_stride
+        from stage2_temporal.heads import decide, decision_rule
 
         loaded = EmbeddingStore.open(store_path).load([name])
         cache = TemporalCache.from_store(loaded, self.device)
@@ -187,8 +188,9 @@ class Predictor:
                            "has_face": face})
         for k, c in enumerate(PROB_COLUMNS):
             df[c] = probs[:, k].astype(np.float32)
-        df["label"] = probs.argmax(1)
-        df["smoothed_label"] = smoothed.argmax(1)
+        rule = decision_rule(self.cfg.stage2.model)      # cfcsp: the run's cascade; flat: argmax
+        df["label"] = decide(probs, rule)
+        df["smoothed_label"] = decide(smoothed, rule)
         df["label_name"] = [CLASSES[i] for i in df["label"]]
         return df
 
