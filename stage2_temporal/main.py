@@ -4,6 +4,7 @@
     fer-pipeline stage2 eval --run RUN_DIR [--store STORE]
     fer-pipeline stage2 kfold --store STORE --folds 3 --out DIR
     fer-pipeline stage2 ablate --store STORE --seeds 3 --out DIR
+    fer-pipeline stage2 heads --store STORE --seeds 3 --out DIR
     torchrun --nproc_per_node=8 -m pipeline stage2 train --store STORE --out RUN_DIR
     python -m stage2_temporal train --store STORE stage2.model.layers=2 stage2.naw.enabled=false
 
@@ -50,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ab.add_argument("--seeds", type=int, default=3, metavar="N")
     ab.add_argument("--out", required=True, metavar="DIR")
     ab.set_defaults(handler=ablate_command)
+    hd = add_config_args(s2.add_parser("heads", help="flat head vs CFC-SP (soft and hard cascade), "
+                                                     "each raw and with Smooth Predicting, over seeds"))
+    hd.add_argument("--store", required=True, metavar="DIR")
+    hd.add_argument("--seeds", type=int, default=3, metavar="N")
+    hd.add_argument("--out", required=True, metavar="DIR")
+    hd.set_defaults(handler=heads_command)
 
 
 def _report_lines(res) -> None:
@@ -134,4 +141,16 @@ def ablate_command(args: argparse.Namespace) -> int:
     table = ablate(args.store, args.out, cfg, args.seeds)
     print(to_markdown(table.reset_index(names="row")))
     summary(f"stage2 ablate: 4 rows x {args.seeds} seed(s) -> {args.out}/ablation.md")
+    return EXIT_OK
+
+
+def heads_command(args: argparse.Namespace) -> int:
+    from pipeline.metrics import to_markdown
+    from stage2_temporal.train import HEADS_ROWS, compare_heads
+
+    cfg = resolve_config(args)
+    table = compare_heads(args.store, args.out, cfg, args.seeds)
+    print(to_markdown(table.reset_index(names="row")))
+    summary(f"stage2 heads: {len(HEADS_ROWS)} rows from 2 heads x {args.seeds} seed(s) -> "
+            f"{args.out}/heads.md")
     return EXIT_OK
