@@ -1,0 +1,181 @@
+"""The benchmark suite: every stage benchmark in turn (each in its own process), their JSON rows
+collected into ``results.json`` and a Markdown table ``results.md`` (figure, target, measured,
+ratio, machine).
+
+    python -m bench.run_all                     # this machine; writes bench/results.{json,md}
+    python -m bench.run_all --gpu               # on a CUDA machine: + swin_base and GPU-epoch figures
+    python -m bench.run_all --quick             # smoke run at tiny sizes, into a temp dir
+    python -m bench.run_all --only stage1 flops --out-dir /tmp/b
+
+Suites (module ``bench.<name>``): stage0 (decode/detect/full stage, parallel jobs), stage1 (embed
+throughput), stage2 (cached vs backbone-in-the-loop step, clip assembly, ``--gpu`` epoch), flops
+(work per frame of each model), scale (a 2.8 M x 1024 store: write, load, stage-2 epoch and peak
+RSS). A suite that fails is reported in the table and the exit code is 1; the others still run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import functools
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+SHARED_VIDEOS = ROOT.parent / "shared" / "assets" / "videos"
+SUITES = ("stage0", "stage1", "stage2", "flops", "scale")
+MODULES = {"scale": "bench.scale_store"}
+
+# Figures only a CUDA machine produces (``--gpu``); listed as not measured elsewhere.
+GPU_ONLY = {
+    "stage1 swin_base bf16 channels-last forward, frames/s": (3000, False, "frames/s"),
+    "stage2 GPU epoch over 600k x 1024 frames, s": (5.0, True, "s"),
+}
+
+
+def suite_args(name: str, quick: bool, gpu: bool) -> list[str] | None:
+    """Command-line arguments of one suite (None: cannot run here)."""
+    if name == "stage0":
+        videos = sorted(SHARED_VIDEOS.glob("*.mp4")) if SHARED_VIDEOS.is_dir() else []
+        if not videos:
+            return None
+        if quick:      # the two shortest clips
+            videos = sorted(videos, key=lambda v: v.stat().st_size)[:2]
+        return ["--videos", *map(str, videos)]
+    if name == "stage1":
+        return (["--frames", "128", "--repeat", "1"] if quick else []) + (["--model", "base"] if gpu else [])
+    if name == "stage2":
+        return (["--skip-base", "--clips", "2", "--clip-len", "32"] if quick else []) + (["--gpu"] if gpu else [])
+    if name == "scale":
+        return ["--frames", "20000", "--videos", "20", "--ddp-frames", "10000"] if quick else []
+    return []
+
+
+def run_child(name: str, results: Path, argv: list[str]) -> None:
+    """Inside the suite's process: its rows merge into ``results`` instead of bench/results.json."""
+    from bench import common
+
+    mod = importlib.import_module(MODULES.get(name, f"bench.{name}"))
+    mod.write_rows = functools.partial(common.write_rows, results=results)
+    mod.main(argv)
+
+
+def run_suite(name: str, argv: list[str], out_dir: Path) -> tuple[list[dict], float, str | None]:
+    """(rows, seconds, error) of one suite run in a fresh process."""
+    out = out_dir / f"{name}.json"
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "bench.run_all", "--child", name, "--results",
+           str(out_dir / "results.partial.json"), "--", *argv, "--out", str(out)]
+    print(f"== {name}: python -m {MODULES.get(name, f'bench.{name}')} {' '.join(argv)}", flush=True)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT)
+    seconds = time.perf_counter() - t
+    if proc.returncode != 0 or not out.is_file():
+        return [], seconds, f"exit code {proc.returncode}"
+    return json.loads(out.read_text()), seconds, None
+
+
+def fmt(v) -> str:
+    if v is None:
+        return "—"
+    v = float(v)
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def ratio(r: dict) -> float | None:
+    """Measured against the target, oriented so that >= 1 means the target is met."""
+    if r.get("target") in (None, 0) or not r.get("measured"):
+        return None
+    m, t = float(r["measured"]), float(r["target"])
+    return t / m if r.get("lower_is_better") else m / t
+
+
+def markdown(rows: list[dict], runs: dict[str, tuple[float, str | None]], command: str,
+             git_sha: str, load: str = "") -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`{command}` at commit `{git_sha}`, {_dt.date.today().isoformat()}{load}. "
+        "Ratio = measured / target (target / measured where lower is better): ≥ 1 meets the target. "
+        "How each figure is measured: the docstring of its `bench/*.py`; what they imply at "
+        "dataset scale: [docs/scaling.md](../docs/scaling.md).",
+        "",
+        "| figure | target | measured | unit | ratio | machine |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        tgt = "—" if r.get("target") is None else f"{'≤' if r['lower_is_better'] else '≥'} {fmt(r['target'])}"
+        q = ratio(r)
+        rq = "—" if q is None else f"{q:.2f} {'✓' if q >= 1 else '✗'}"
+        lines.append(f"| {r['figure']} | {tgt} | {fmt(r['measured'])} | {r['unit']} | {rq} | {r['machine']} |")
+    have = {r["figure"] for r in rows}
+    for fig, (target, lower, unit) in GPU_ONLY.items():
+        if fig not in have:
+            lines.append(f"| {fig} | {'≤' if lower else '≥'} {fmt(target)} | not measured | {unit} | — | "
+                         "needs a CUDA device: `python -m bench.run_all --gpu` |")
+    lines += ["", "| suite | seconds | status |", "|---|---|---|"]
+    for name, (seconds, error) in runs.items():
+        lines.append(f"| {name} | {seconds:.0f} | {error or 'ok'} |")
+    return "\n".join(lines) + "\n"
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+uncommitted changes" if dirty else "") or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpu", action="store_true", help="CUDA machine: swin_base and GPU-epoch figures")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run; default out: temp dir)")
+    p.add_argument("--only", nargs="+", choices=SUITES, metavar="SUITE", help=f"some of {', '.join(SUITES)}")
+    p.add_argument("--out-dir", type=Path, help="where results.{json,md} go (default bench/)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--results", type=Path, help=argparse.SUPPRESS)
+    args, rest = p.parse_known_args(argv)
+    if args.child:
+        run_child(args.child, args.results, [a for a in rest if a != "--"])
+        return 0
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else BENCH)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    runs: dict[str, tuple[float, str | None]] = {}
+    load_start = os.getloadavg()[0]
+    for name in args.only or SUITES:
+        sargs = suite_args(name, args.quick, args.gpu)
+        if sargs is None:
+            runs[name] = (0.0, f"skipped: no sample videos in {SHARED_VIDEOS}")
+            continue
+        got, seconds, error = run_suite(name, sargs, out_dir)
+        rows += got
+        runs[name] = (seconds, error)
+    (out_dir / "results.partial.json").unlink(missing_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    command = "python -m bench.run_all" + "".join(
+        f" {a}" for a, on in (("--gpu", args.gpu), ("--quick", args.quick)) if on) + (
+        f" --only {' '.join(args.only)}" if args.only else "")
+    # other work on the machine shows in the timings: record how busy it was
+    load = f" (1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)"
+    (out_dir / "results.md").write_text(markdown(rows, runs, command, git_sha(), load))
+    print(f"{len(rows)} figures from {len(runs)} suites -> {out_dir / 'results.md'}")
+    return 1 if any(e and not e.startswith("skipped") for _, e in runs.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The benchmark suite's plumbing: the results table (every figure, ratio orientation, GPU-only
+figures listed), the scale benchmark's synthetic store and memory measurement, and a
+``run_all --quick`` smoke run of one suite. No test looks at a timing."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench import run_all
+from bench.scale_store import generate, run_measured
+from pipeline.store import EmbeddingStore
+from tests.conftest import ROOT
+
+
+def _row(figure, measured, target=None, lower=False):
+    return {"figure": figure, "measured": measured, "target": target, "unit": "x",
+            "lower_is_better": lower, "machine": "test box"}
+
+
+def test_table_lists_every_figure_with_ratios_oriented_to_the_target():
+    rows = [_row("fast enough", 4.0, target=2.0), _row("too slow", 10.0, target=5.0, lower=True),
+            _row("no target", 3.0), _row("stage1 swin_base bf16 channels-last forward, frames/s", 3300.0, 3000)]
+    md = run_all.markdown(rows, {"stage1": (12.0, None), "stage2": (3.0, "exit code 1")},
+                          "python -m bench.run_all", "abc123")
+    table = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    for r in rows:
+        assert r["figure"] in table and "test box" in table[r["figure"]]
+    assert "| ≥ 2 | 4 | x | 2.00 ✓ |" in table["fast enough"]
+    assert "| ≤ 5 | 10 | x | 0.50 ✗ |" in table["too slow"]
+    assert "| — | 3 | x | — |" in table["no target"]
+    assert "3,300" in table["stage1 swin_base bf16 channels-last forward, frames/s"]
+    # the GPU-only figure not measured here is listed as such; a failed suite shows its error
+    assert "not measured" in table["stage2 GPU epoch over 600k x 1024 frames, s"]
+    assert "| stage2 | 3 | exit code 1 |" in md
+
+
+def test_gpu_only_figures_are_the_names_the_benchmarks_write():
+    sources = "".join(p.read_text() for p in (ROOT / "bench").glob("stage*.py"))
+    for fig in run_all.GPU_ONLY:
+        assert f'"{fig}"' in sources, fig
+
+
+def test_scale_store_is_the_real_format_with_the_asked_size(tmp_path):
+    info = generate(tmp_path / "s", frames=3001, videos=8, dim=32)
+    store = EmbeddingStore.open(tmp_path / "s")
+    loaded = store.load()
+    assert int(loaded.offsets[-1]) == 3001 and loaded.emb.shape == (3001, 32)
+    assert loaded.emb.dtype == np.float16 and len(loaded) == 8
+    splits = [loaded.split_of(i) for i in range(8)]
+    assert splits.count("val") == info["val_videos"] == 2 and splits.count("train") == 6
+    assert not loaded.emb[~loaded.face].any()           # no-face rows are zero
+    assert set(np.unique(loaded.label)) <= set(range(-1, 8))
+    assert info["emb_bytes"] == 3001 * 32 * 2 and info["disk_bytes"] >= info["emb_bytes"]
+
+
+def test_peak_memory_of_a_child_and_its_descendants():
+    grow = "import numpy as np, time; a = np.ones(300 * 2**20 // 8); time.sleep(0.5)"
+    one = run_measured([sys.executable, "-c", grow])
+    assert one.rc == 0 and one.maxrss >= 300 * 2**20 and one.tree_peak >= 300 * 2**20
+    # two grandchildren holding 300 MiB each at the same time: the tree sum sees both
+    two = run_measured([sys.executable, "-c",
+                        "import subprocess, sys; ps = [subprocess.Popen([sys.executable, '-c', "
+                        f"{grow.replace('0.5', '1.5')!r}]) for _ in range(2)]; [p.wait() for p in ps]"])
+    assert two.rc == 0 and two.tree_peak >= 600 * 2**20
+    assert run_measured([sys.executable, "-c", "raise SystemExit(3)"]).rc == 3
+
+
+@pytest.mark.slow
+def test_run_all_quick_writes_the_table_of_its_figures(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bench.run_all", "--quick", "--only", "flops",
+                        "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert len(rows) == 4
+    for row in rows:
+        assert set(row) >= {"figure", "measured", "target", "unit", "lower_is_better", "machine"}
+        assert row["measured"] > 0
+    md = (tmp_path / "results.md").read_text()
+    assert all(f"| {row['figure']} |" in md for row in rows)
+    assert "| flops |" in md and "--quick --only flops" in md
