@@ -241,6 +241,7 @@ class TemporalModelConfig(_Strict):
 
 class VNAWConfig(NAWKernelConfig):
     enabled: bool = True
+    weight_grad: bool = False
 
 
 class Stage2LossConfig(_Strict):

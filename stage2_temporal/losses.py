@@ -62,6 +62,8 @@ def vnaw_loss(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor, pro
             ce = ce * class_weights.to(ce.device)[y_bar]
     if naw.enabled:
         w = naw_weight(p_bar, y_bar, progress, **naw.kernel_kwargs())
+        if not naw.weight_grad:
+            w = w.detach()
     else:
         w = torch.zeros_like(ce)
     return ((1.0 + w) * ce).mean(), w.detach().mean()

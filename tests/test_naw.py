@@ -65,3 +65,34 @@ def test_gradient_flows_through_weight():
 def test_shape_check():
     with pytest.raises(ValueError):
         naw_weight(torch.rand(3, 8), torch.zeros(4, dtype=torch.long), 0.0)
+
+
+def test_vnaw_weight_gradient_switch():
+    """weight_grad=False: same loss value, but the weight is a constant per clip, so the
+    gradient is exactly that of (1 + w) * CE with w frozen."""
+    from pipeline.config import VNAWConfig
+    from stage2_temporal.losses import vnaw_loss
+
+    torch.manual_seed(1)
+    base = torch.randn(3, 6, 8)
+    label = torch.tensor([[1, 1, 1, 2, -1, 1], [0, 0, 3, 3, 3, 3], [5, 5, 5, 5, 5, 5]])
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    grads, losses = {}, {}
+    for flag in (True, False):
+        logits = base.clone().requires_grad_(True)
+        loss, _ = vnaw_loss(logits, label, mask, 0.5, VNAWConfig(weight_grad=flag))
+        loss.backward()
+        grads[flag], losses[flag] = logits.grad, loss.detach()
+    torch.testing.assert_close(losses[True], losses[False])
+    assert not torch.allclose(grads[True], grads[False])
+    # reference: frozen weights times the plain per-clip CE
+    logits = base.clone().requires_grad_(True)
+    p = logits.softmax(-1)
+    counted = label >= 0
+    pbar = (p * counted[..., None]).sum(1) / counted.sum(1, keepdim=True)
+    w = naw_weight(pbar.detach(), torch.tensor([1, 3, 5]), 0.5)
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), label.clamp_min(0).flatten(),
+                                           reduction="none").view(3, 6)
+    ce = (ce * counted).sum(1) / counted.sum(1)
+    ((1 + w) * ce).mean().backward()
+    torch.testing.assert_close(grads[False], logits.grad)
