@@ -65,6 +65,22 @@ def test_demo_end_to_end(tmp_path):
     preds = pd.read_parquet(run_dir / "eval" / "predictions.parquet")
     assert len(preds) == sum(store.read_video(v).label.size for v in val)
 
+    # the report page and the predictions on the bundled sample + a generated validation video
+    assert (run_dir / "report" / "index.html").is_file()
+    assert "report/index.html" in proc.stdout
+    d19 = pd.read_csv(out / "predict" / "d19.csv")
+    assert len(d19) == 250 and d19["has_face"].mean() > 0.95
+    raw_val = sorted(p.stem for p in (out / "predict").glob("synth_*.csv"))
+    assert len(raw_val) == 1
+    gen = pd.read_csv(out / "predict" / f"{raw_val[0]}.csv")
+    tracks = [v for v in manifest.video.unique() if v.removesuffix("_left").removesuffix("_right") == raw_val[0]]
+    assert tracks and len(gen) == int((manifest.video == tracks[0]).sum())   # every frame of the raw video
+    for name in ("d19", raw_val[0]):
+        assert (out / "predict" / f"{name}_timeline.png").is_file()
+        sub = (out / "predict" / f"{name}_submission.txt").read_text().splitlines()
+        assert sub[0].startswith("image_location,Neutral") and len(sub) == 1 + len(pd.read_csv(out / "predict" / f"{name}.csv"))
+    assert "d19.mp4: 250 frames" in proc.stdout
+
     # a second run reuses the data, the manifest's crops and the complete store entries
     again = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(out), "--folds",
                             "0", *SMALL],

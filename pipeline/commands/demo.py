@@ -2,7 +2,8 @@
 
 generate Aff-Wild2-layout data -> stage 1 pretraining of a tiny Swin on the generated
 RAF-DB-layout stills -> stage 0 ingest -> stage 1 embed -> stage 2 train + full-video
-evaluation -> per-class F1 table. Each step reuses what a previous run of
+evaluation -> per-class F1 table -> HTML report -> predictions on the bundled sample
+video and a generated validation video. Each step reuses what a previous run of
 the same configuration already produced, so an interrupted demo resumes.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pipeline.io import write_json
 from pipeline.metrics import to_markdown
 
 log = logging.getLogger(__name__)
+SAMPLE_VIDEO = Path(__file__).resolve().parent.parent / "assets" / "d19.mp4"   # MIT, see LICENSES.md
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +56,9 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
     from pipeline.synth import generate
     from stage0_preprocess.main import run_ingest
     from stage1_image_encoder.main import run_embed, run_pretrain
+    from pipeline.commands.predict import Predictor
+    from pipeline.commands.report import write_report
+    from pipeline.manifest import read_manifest
     from stage2_temporal.train import kfold, train
 
     out = out.resolve()
@@ -66,7 +71,7 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
     if _synth_is_current(data, cfg):
         log.info("demo data in %s is current, reusing it", data)
     else:
-        log.info("[1/5] generating demo data -> %s", data)
+        log.info("[1/7] generating demo data -> %s", data)
         generate(cfg.synth, data, cfg.seed)
     timings["synth_s"] = round(time.time() - t0, 1)
 
@@ -76,7 +81,7 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
         log.info("stage-1 encoder in %s is current, reusing it", s1_run)
         pre = json.loads((s1_run / "result.json").read_text())
     else:
-        log.info("[2/5] stage 1: pretrain the encoder on the still images")
+        log.info("[2/7] stage 1: pretrain the encoder on the still images")
         if s1_run.exists():
             shutil.rmtree(s1_run)
         res1 = run_pretrain(cfg, s1_run)
@@ -84,17 +89,17 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
     timings["stage1_pretrain_s"] = round(time.time() - t, 1)
 
     t = time.time()
-    log.info("[3/5] stage 0: ingest the Aff-Wild2 layout")
+    log.info("[3/7] stage 0: ingest the Aff-Wild2 layout")
     ingest, manifest = run_ingest(data, out / "stage0", cfg)
     timings["stage0_s"] = round(time.time() - t, 1)
 
     t = time.time()
-    log.info("[4/5] stage 1: embed every crop with the pretrained encoder")
+    log.info("[4/7] stage 1: embed every crop with the pretrained encoder")
     emb = run_embed(manifest, cfg, run_dir=s1_run)  # -> <out>/embeddings/<encoder-key>
     timings["stage1_embed_s"] = round(time.time() - t, 1)
 
     t = time.time()
-    log.info("[5/5] stage 2: train Transformer + V-NAW on the cached embeddings; official split"
+    log.info("[5/7] stage 2: train Transformer + V-NAW on the cached embeddings; official split"
              "%s", f" and {folds} random 7:3 video splits" if folds else "")
     stage2_dir = out / "runs" / "stage2"
     if folds:
@@ -103,9 +108,29 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
     else:
         table, res = None, train(emb.store, stage2_dir / "official", cfg)
     timings["stage2_s"] = round(time.time() - t, 1)
+
+    t = time.time()
+    log.info("[6/7] report: one HTML page for the official run")
+    index, _, _ = write_report(res.run_dir, manifest=read_manifest(manifest))
+    timings["report_s"] = round(time.time() - t, 1)
+
+    t = time.time()
+    videos = [SAMPLE_VIDEO, *_first_val_raw_video(data, res.run_dir)]
+    log.info("[7/7] predict: %s through stage 0 -> 1 -> 2", ", ".join(v.name for v in videos))
+    pred = Predictor.from_run(res.run_dir).predict(videos, out / "predict")
+    timings["predict_s"] = round(time.time() - t, 1)
     timings["total_s"] = round(time.time() - t0, 1)
     return {"ingest": ingest, "embed": emb, "train": res, "pretrain": pre, "timings": timings,
-            "stage1_run": s1_run, "table": table}
+            "stage1_run": s1_run, "table": table, "report": index, "predict": pred}
+
+
+def _first_val_raw_video(data: Path, run_dir: Path) -> list[Path]:
+    """The raw mp4 of the run's first validation video (a generated one), if present."""
+    from stage0_preprocess.affwild2 import raw_video_name
+
+    val = json.loads((run_dir / "stage2.json").read_text()).get("val_videos") or []
+    raw = [data / "videos" / f"{raw_video_name(v)}.mp4" for v in val[:1]]
+    return [p for p in raw if p.is_file()]
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -126,15 +151,22 @@ def demo_command(args: argparse.Namespace) -> int:
     if result["table"] is not None:
         print("\nF1 (%) per validation set (official split + random 7:3 video splits; V-NAW Table 1 shape):")
         print(to_markdown(result["table"]))
-    failed = len(ingest.failures) + len(emb.failures)
+    pred = result["predict"]
+    print("\nPredictions on new videos (stage 0 -> 1 -> 2; CSV, ABAW submission, timeline PNG):")
+    for v in pred.videos:
+        print(f"  {Path(v.path).name}: {len(v.frames)} frames, face in {v.face_pct:.1f}% -> "
+              f"{v.files['timeline']}")
+    for f in pred.failures:
+        print(f"  failed: {f}")
+    failed = len(ingest.failures) + len(emb.failures) + len(pred.failures)
     write_json(out / "demo_summary.json", {
         "macro_f1": report.macro_f1, "f1": report.to_dict()["f1"], "best_epoch": res.best_epoch,
         "last_epoch_macro_f1": res.last_f1, "run_dir": str(res.run_dir), "store": str(emb.store),
         "stage1_val_acc": pre.get("val_acc"), "stage1_run": str(result["stage1_run"]),
         "kfold": None if result["table"] is None else result["table"].to_dict(orient="records"),
         "timings": result["timings"], "failed_inputs": failed})
-    print(f"\nfiles: {res.run_dir}/eval/f1.csv, f1.md, confusion.png; metrics {res.run_dir}/metrics.jsonl;"
-          f" contact sheet {out}/data/contact_sheet.png")
+    print(f"\nfiles: report {result['report']}; {res.run_dir}/eval/f1.csv, f1.md, confusion.png; "
+          f"metrics {res.run_dir}/metrics.jsonl; contact sheet {out}/data/contact_sheet.png")
     chosen = ", chosen on val" if cfg.stage2.train.keep == "best" else ""
     summary(f"demo: macro-F1 {100 * report.macro_f1:.2f} on the official validation videos "
             f"(checkpoint of epoch {res.best_epoch}{chosen}; last epoch "

@@ -723,6 +723,22 @@ def build_report(run_dir: Path, workdir: Path, max_videos: int = 12,
     return page, stats
 
 
+def write_report(run_dir: Path, max_videos: int = 12, manifest: pd.DataFrame | None = None,
+                 markdown: bool = False) -> tuple[Path, Page, dict]:
+    """Write ``RUN_DIR/report/index.html`` (and ``report.md`` with its PNGs when ``markdown``)."""
+    _run_kind(run_dir)                       # refuse a non-run dir before creating report/
+    out = run_dir / "report"
+    out.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".figures-", dir=out) as tmp:
+        page, stats = build_report(run_dir, Path(tmp), max_videos, manifest)
+        index = write_text(out / "index.html", render_html(page))
+        if markdown:
+            for fig in page.figures:
+                atomic_write(out / fig.name, lambda p, png=fig.png: p.write_bytes(png))
+            write_text(out / "report.md", render_markdown(page))
+    return index, page, stats
+
+
 def report_command(args: argparse.Namespace) -> int:
     resolve_config(args)
     run_dir = Path(args.run_dir)
@@ -735,16 +751,7 @@ def report_command(args: argparse.Namespace) -> int:
         from pipeline.manifest import read_manifest
 
         manifest = read_manifest(args.manifest)
-    _run_kind(run_dir)                       # refuse a non-run dir before creating report/
-    out = run_dir / "report"
-    out.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".figures-", dir=out) as tmp:
-        page, stats = build_report(run_dir, Path(tmp), args.max_videos, manifest)
-        index = write_text(out / "index.html", render_html(page))
-        if args.markdown:
-            for fig in page.figures:
-                atomic_write(out / fig.name, lambda p, png=fig.png: p.write_bytes(png))
-            write_text(out / "report.md", render_markdown(page))
+    index, page, stats = write_report(run_dir, args.max_videos, manifest, args.markdown)
     missing = sum(isinstance(b, Note) for b in page.blocks)
     extra = (f", {stats['timelines']} of {stats['videos']} video timelines"
              if stats["kind"] == "stage2" else "")
