@@ -1,26 +1,42 @@
-"""Stage-2 data-path benchmark: clip-batch assembly from the in-memory cache vs a plain tensor
-copy of the same bytes, measured side by side in one run.
+"""Stage-2 benchmarks, each measured side by side in one run:
 
-    python -m bench.stage2 [--frames 600000] [--dim 1024] [--device cpu|cuda]
+(a) one training step on cached embeddings vs the same step with the stage-1 backbone in the
+    loop (JPEG decode + frozen encoder forward on the same clips), at the tiny and at the
+    default (swin_base) backbone -> the speedup the cache buys;
+(b) clip-batch assembly from the in-memory cache vs a plain tensor copy of the same bytes
+    (target >= 0.5x);
+(c) ``--gpu``: one epoch over an Aff-Wild2-sized synthetic store (600k frames, D = 1024; an
+    epoch covers every frame once) on the GPU (target <= 5 s on an H100).
+
+    python -m bench.stage2 [--skip-base] [--gpu]
 
 Writes bench/stage2.json and merges into bench/results.json.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
+import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 from bench.common import row, timeit, write_rows
+from pipeline.config import load_config
 from pipeline.store import LoadedStore
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
 
+TINY = ["stage1.model.name=swin_tiny_patch4_window7_224", "stage1.model.img_size=112",
+        "stage1.model.embed_dim=32", "stage1.model.depths=[2,2]", "stage1.model.num_heads=[2,4]",
+        "stage1.model.window_size=7"]
 
-def synthetic_cache(frames: int, dim: int, video_len: int, device: str) -> TemporalCache:
+
+def synthetic_cache(frames: int, dim: int, video_len: int, device) -> TemporalCache:
     rng = np.random.default_rng(0)
-    lengths = np.full(frames // video_len, video_len)
+    lengths = np.full(max(1, frames // video_len), video_len)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     n = int(offsets[-1])
     loaded = LoadedStore([f"v{i}" for i in range(len(lengths))], offsets,
@@ -30,40 +46,126 @@ def synthetic_cache(frames: int, dim: int, video_len: int, device: str) -> Tempo
     return TemporalCache.from_store(loaded, device)
 
 
+def clip_assembly(device, frames=100_000, dim=1024, clip_len=100, batch=64) -> list[dict]:
+    """(b): gather clips from the cache vs a plain cast-copy of as many bytes."""
+    cache = synthetic_cache(frames, dim, 1500, device)
+    batches = list(ClipSampler(cache, clip_len, batch, seed=0))[:20]
+    n_rows = sum(int(l.sum()) for _, l, _ in batches)
+    src = cache.emb[:n_rows]
+    t_gather = timeit(lambda: [gather_clips(cache, s, l, clip_len) for s, l, _ in batches])
+    t_copy = timeit(lambda: src.float())
+    info = {"device": str(device), "dim": dim}
+    return [row("stage2 clip assembly, frames/s", n_rows / t_gather, "frames/s", **info),
+            row("stage2 clip assembly / plain tensor copy of the same bytes", t_copy / t_gather,
+                "x", target=0.5, **info)]
+
+
+def step_speedup(backbone: str, device, clips: int, clip_len: int, repeat: int) -> list[dict]:
+    """(a): cached training step vs backbone-in-the-loop step on the same clips."""
+    from stage1_image_encoder.data import BatchNormalizer, crop_tensor
+    from stage1_image_encoder.main import encoder_from
+    from stage1_image_encoder.model import embed
+    from stage2_temporal.engine import build_model
+    from stage2_temporal.losses import vnaw_loss
+
+    cfg = load_config(overrides=TINY if backbone == "tiny" else [])
+    encoder, mcfg = encoder_from(cfg)
+    encoder = encoder.to(device).eval()
+    dim = int(encoder.num_features)
+    model = build_model(dim, cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    frames = clips * clip_len
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stage2-"))
+    try:
+        rng = np.random.default_rng(0)
+        paths = []
+        for k in range(frames):
+            p = tmp / f"{k:05d}.jpg"
+            cv2.imwrite(str(p), cv2.GaussianBlur(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8),
+                                                 (7, 7), 2))
+            paths.append(str(p))
+        cache = synthetic_cache(frames, dim, clip_len, device)
+        starts = torch.arange(clips) * clip_len
+        lengths = torch.full((clips,), clip_len)
+        norm = BatchNormalizer(mcfg)
+
+        def temporal_step(x, valid, label):
+            logits = model(x, valid)
+            loss, _ = vnaw_loss(logits, label, valid, 0.5, cfg.stage2.naw)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def cached():
+            b = gather_clips(cache, starts, lengths, clip_len)
+            temporal_step(b.x, b.valid, b.label)
+
+        def with_backbone():
+            imgs = torch.stack([crop_tensor(cv2.imread(p), mcfg.img_size) for p in paths])
+            with torch.inference_mode():
+                feats = embed(encoder, norm(imgs.to(device))).float()
+            x = feats.clone().view(clips, clip_len, dim)
+            b = gather_clips(cache, starts, lengths, clip_len)
+            temporal_step(x, b.valid, b.label)
+
+        t_cached = timeit(cached, repeat=repeat)
+        t_backbone = timeit(with_backbone, repeat=max(1, repeat // 2), warmup=1)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    info = {"backbone": mcfg.name, "img_size": mcfg.img_size, "clips": clips,
+            "clip_len": clip_len, "device": str(device)}
+    return [row(f"stage2 train step on cached embeddings ({backbone} backbone), s", t_cached, "s",
+                lower_is_better=True, **info),
+            row(f"stage2 train step with the {backbone} backbone in the loop, s", t_backbone, "s",
+                lower_is_better=True, **info),
+            row(f"stage2 cached-step speedup over backbone-in-the-loop ({backbone})",
+                t_backbone / t_cached, "x", **info)]
+
+
+def gpu_epoch(frames=600_000, dim=1024, clip_len=100, batch=256) -> list[dict]:
+    """(c): one epoch (every frame about once) over an Aff-Wild2-sized store held on the GPU."""
+    from stage2_temporal.engine import build_model
+    from stage2_temporal.losses import vnaw_loss
+
+    device = torch.device("cuda")
+    cfg = load_config()
+    cache = synthetic_cache(frames, dim, 5000, device)
+    model = build_model(dim, cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    sampler = ClipSampler(cache, clip_len, batch, seed=0)
+
+    def epoch():
+        for s, l, r in sampler:
+            b = gather_clips(cache, s, l, clip_len, r)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = model(b.x, b.valid)
+            loss, _ = vnaw_loss(logits, b.label, b.inside, 0.5, cfg.stage2.naw)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    t = timeit(epoch, repeat=2, warmup=1)
+    return [row("stage2 GPU epoch over 600k x 1024 frames, s", t, "s", target=5.0,
+                lower_is_better=True, batch=batch, device=torch.cuda.get_device_name(0))]
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--frames", type=int, default=200_000)
-    p.add_argument("--dim", type=int, default=1024)
+    p.add_argument("--clips", type=int, default=4, help="clips per step in (a)")
     p.add_argument("--clip-len", type=int, default=100)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--skip-base", action="store_true", help="(a) at the tiny backbone only")
+    p.add_argument("--gpu", action="store_true", help="also (c), on the GPU")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("stage2.json"))
     args = p.parse_args(argv)
-
-    cache = synthetic_cache(args.frames, args.dim, 1500, args.device)
-    sampler = ClipSampler(cache, args.clip_len, args.batch, seed=0)
-    batches = list(sampler)[:20]
-
-    def assemble():
-        for starts, lengths in batches:
-            gather_clips(cache, starts, lengths, args.clip_len)
-
-    # the same bytes as one contiguous fp16 slice, copied and cast like the gather does
-    n_rows = sum(int(l.sum()) for _, l in batches)
-    src = cache.emb[:n_rows]
-
-    def plain_copy():
-        src.float()
-
-    t_gather = timeit(assemble)
-    t_copy = timeit(plain_copy)
-    frames_s = n_rows / t_gather
-    rows = [
-        row("stage2 clip assembly, frames/s", frames_s, "frames/s", device=args.device,
-            dim=args.dim),
-        row("stage2 clip assembly / plain tensor copy of the same bytes", t_copy / t_gather, "x",
-            target=0.5, device=args.device, dim=args.dim),
-    ]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = clip_assembly(device)
+    rows += step_speedup("tiny", device, args.clips, args.clip_len, repeat=5)
+    if not args.skip_base:
+        rows += step_speedup("base", device, args.clips, args.clip_len, repeat=2)
+    if args.gpu:
+        if not torch.cuda.is_available():
+            raise SystemExit("--gpu: no CUDA device")
+        rows += gpu_epoch()
     write_rows(rows, args.out)
     return rows
 
