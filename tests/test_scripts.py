@@ -59,7 +59,7 @@ def test_script_parses(script):
 SBATCH_STUB = """import json, os, sys
 log = os.environ["SBATCH_LOG"]
 calls = open(log).read().splitlines() if os.path.exists(log) else []
-open(log, "a").write(json.dumps(sys.argv[1:]) + "\\n")
+open(log, "a").write(json.dumps(sys.argv[1:] + ["FER_SHARDS=" + os.environ["FER_SHARDS"]]) + "\\n")
 print(f"{101 + len(calls)};cluster")
 """
 
@@ -73,6 +73,8 @@ def submit(tmp_path, *args, **settings):
     r = subprocess.run(["bash", str(SLURM / "submit.sh"), *args], env=env, capture_output=True,
                        text=True, timeout=60)
     calls = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+    for c in calls:     # the shard count the array tasks will see
+        assert c.pop() == f"FER_SHARDS={settings.get('FER_SHARDS', 8)}"
     return r, calls
 
 
@@ -126,7 +128,7 @@ def test_stage0_array_tasks_then_merge(tmp_path, shared_assets):
                 w.write(f)
     out = tmp_path / "s0"
     for k in (1, 2):
-        env = job_env(tmp_path, SLURM_ARRAY_TASK_ID=k, SLURM_ARRAY_TASK_COUNT=2,
+        env = job_env(tmp_path, SLURM_ARRAY_TASK_ID=k, SLURM_ARRAY_TASK_MAX=2,
                       SLURM_CPUS_PER_TASK=1, FER_VIDEOS=videos, FER_STAGE0_OUT=out)
         r = run_script("stage0_array.sbatch", env, "stage0.contact_sheet=false")
         assert r.returncode == 0, r.stderr[-3000:]

@@ -35,7 +35,8 @@ fi
 # ---- resources (read by submit.sh; each becomes an sbatch option)
 : "${FER_PARTITION:=}"                           # --partition
 : "${FER_ACCOUNT:=}"                             # --account
-: "${FER_SHARDS:=8}"                             # stage-0 array size (--shard K/N, N = this)
+# FER_SHARDS                                     stage-0 array size N (--shard K/N); submit.sh:
+#                                                  8 when unset; a job alone: its array's last index
 : "${FER_STAGE0_CPUS:=16}"                       # cores per stage-0 task (= videos in parallel)
 : "${FER_GPUS_PER_NODE:=8}"                      # --gpus-per-node for stage 1 and 2
 : "${FER_EMBED_NODES:=1}"                        # nodes for stage-1 embedding

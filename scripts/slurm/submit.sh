@@ -13,6 +13,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${FER_ROOT:=$(cd "$here/../.." && pwd)}"
 # shellcheck source=defaults.sh
 source "$here/defaults.sh"
+export FER_SHARDS=${FER_SHARDS:-8}       # the array tasks read N from it
 
 steps=(stage0 merge embed train)
 from=stage0
