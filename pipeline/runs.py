@@ -71,3 +71,18 @@ def setup_torch(cfg: Config) -> torch.device:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     return resolve_device(cfg)
+
+
+def setup_rank(cfg: Config, quiet: bool = True):
+    """Join the process group when launched as a rank, seed and thread torch, and pick this
+    rank's device (its own GPU under DDP). Returns ``(DistInfo, device)``."""
+    from pipeline import distributed
+
+    dist = distributed.init()
+    if quiet:
+        distributed.quiet_non_primary()
+    device = setup_torch(cfg)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    return dist, device
+

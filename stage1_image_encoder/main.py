@@ -24,7 +24,7 @@ from pipeline.config import Config, load_config
 from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
 from pipeline.manifest import read_manifest
 from pipeline.io import write_json
-from pipeline.runs import default_run_dir, init_run_dir, setup_torch
+from pipeline.runs import default_run_dir, init_run_dir, setup_rank
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,7 @@ def run_embed(manifest_path: str | Path, cfg: Config, run_dir=None, store: str |
     from stage1_image_encoder.embed import embed_manifest
     from stage1_image_encoder.model import encoder_key
 
-    dist = distributed.init()
-    distributed.quiet_non_primary()
-    device = setup_torch(cfg)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
+    dist, device = setup_rank(cfg)
     manifest = read_manifest(manifest_path)
     model, mcfg = encoder_from(cfg, run_dir)
     cfg = cfg.model_copy(update={"stage1": cfg.stage1.model_copy(update={"model": mcfg})})
@@ -83,11 +79,7 @@ def run_embed(manifest_path: str | Path, cfg: Config, run_dir=None, store: str |
 def run_pretrain(cfg: Config, run_dir: str | Path, resume: bool = False):
     from stage1_image_encoder.engine import pretrain
 
-    dist = distributed.init()
-    distributed.quiet_non_primary()
-    device = setup_torch(cfg)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
+    dist, device = setup_rank(cfg)
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / "config.yaml").is_file():

@@ -46,17 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     kf.add_argument("--folds", type=int, default=3, metavar="K")
     kf.add_argument("--out", required=True, metavar="DIR")
     kf.set_defaults(handler=kfold_command)
-    ab = add_config_args(s2.add_parser("ablate", help="vanilla / +Aug / +NAW / both over seeds"))
-    ab.add_argument("--store", required=True, metavar="DIR")
-    ab.add_argument("--seeds", type=int, default=3, metavar="N")
-    ab.add_argument("--out", required=True, metavar="DIR")
-    ab.set_defaults(handler=ablate_command)
-    hd = add_config_args(s2.add_parser("heads", help="flat head vs CFC-SP (soft and hard cascade), "
-                                                     "each raw and with Smooth Predicting, over seeds"))
-    hd.add_argument("--store", required=True, metavar="DIR")
-    hd.add_argument("--seeds", type=int, default=3, metavar="N")
-    hd.add_argument("--out", required=True, metavar="DIR")
-    hd.set_defaults(handler=heads_command)
+    for name, help_, handler in (
+            ("ablate", "vanilla / +Aug / +NAW / both over seeds", ablate_command),
+            ("heads", "flat head vs CFC-SP (soft and hard cascade), each raw and with Smooth "
+                      "Predicting, over seeds", heads_command)):
+        sp = add_config_args(s2.add_parser(name, help=help_))
+        sp.add_argument("--store", required=True, metavar="DIR")
+        sp.add_argument("--seeds", type=int, default=3, metavar="N")
+        sp.add_argument("--out", required=True, metavar="DIR")
+        sp.set_defaults(handler=handler)
 
 
 def _report_lines(res) -> None:

@@ -22,7 +22,7 @@ from pipeline.io import atomic_write, read_jsonl, write_json, write_parquet, wri
 from pipeline.labels import CLASSES
 from pipeline.metrics import F1Report, plot_confusion, to_markdown
 from pipeline.plots import plot_curves
-from pipeline.runs import init_run_dir, setup_torch
+from pipeline.runs import init_run_dir, setup_rank
 from pipeline.store import EmbeddingStore, LoadedStore
 from stage2_temporal.data import TemporalCache
 from stage2_temporal.engine import build_model, eval_stride, fit
@@ -93,11 +93,7 @@ class TrainResult:
 
 
 def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool = False) -> TrainResult:
-    dist = distributed.init()
-    distributed.quiet_non_primary()
-    device = setup_torch(cfg)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
+    dist, device = setup_rank(cfg)
     run_dir = Path(run_dir)
     if resume:
         if not (run_dir / "stage2.json").is_file():
@@ -156,10 +152,7 @@ def evaluate_run(run_dir: str | Path, store_path: str | Path | None = None,
     its own split) and write ``RUN_DIR/eval/`` (primary rank)."""
     run_dir = Path(run_dir)
     model, cfg, info, meta = load_run_model(run_dir)
-    dist = distributed.init()
-    device = setup_torch(cfg)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
+    dist, device = setup_rank(cfg, quiet=False)
     store = EmbeddingStore.open(store_path or info["store"])
     if store.encoder_key != info["encoder_key"]:
         raise UsageError(f"{store.path}: store encoder key {store.encoder_key} differs from the "
