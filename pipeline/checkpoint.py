@@ -41,3 +41,23 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     except (SafetensorError, OSError, ValueError) as e:
         raise UsageError(f"{path}: not a readable safetensors checkpoint ({e})") from None
     return state, meta
+
+
+def resume_train_state(run_dir: Path, model: nn.Module, opt, sched) -> dict[str, Any]:
+    """Restore model, optimiser and schedule from ``RUN_DIR/train_state.pt`` and drop the
+    metrics rows of the epochs the resumed run redoes. Returns the state (its ``epoch`` is the
+    last finished one)."""
+    from pipeline import distributed
+    from pipeline.io import truncate_jsonl
+
+    state_path = Path(run_dir) / "train_state.pt"
+    if not state_path.is_file():
+        raise UsageError(f"{run_dir}: nothing to resume (no train_state.pt)")
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    if distributed.is_primary():
+        truncate_jsonl(Path(run_dir) / "metrics.jsonl", int(state["epoch"]) + 1)
+    return state
+

@@ -18,10 +18,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from pipeline import distributed
-from pipeline.checkpoint import save_checkpoint, unwrap_model
+from pipeline.checkpoint import resume_train_state, save_checkpoint, unwrap_model
 from pipeline.config import Config
-from pipeline.errors import UsageError
-from pipeline.io import append_jsonl, atomic_path, read_jsonl, truncate_jsonl
+from pipeline.io import append_jsonl, atomic_path, read_jsonl
 from pipeline.metrics import F1Report, confusion
 from pipeline.optim import adamw_warmup_cosine
 from pipeline.plots import plot_curves
@@ -126,16 +125,8 @@ def pretrain(cfg: Config, run_dir: Path, device: torch.device, resume: bool = Fa
     state_path = run_dir / "train_state.pt"
     start = 0
     if resume:
-        if not state_path.is_file():
-            raise UsageError(f"{run_dir}: nothing to resume (no train_state.pt)")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start = int(state["epoch"]) + 1
+        start = int(resume_train_state(run_dir, model, opt, sched)["epoch"]) + 1
         log.info("resuming %s at epoch %d", run_dir, start)
-        if distributed.is_primary():
-            truncate_jsonl(run_dir / "metrics.jsonl", start)
     net = DistributedDataParallel(model) if dist.enabled else model
     ckpt = run_dir / "checkpoint.safetensors"
     log.info("stage1 pretrain: %d train / %d val images, %d steps/epoch, %d epochs, %s loss%s",

@@ -17,10 +17,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline import distributed
-from pipeline.checkpoint import save_checkpoint, unwrap_model
+from pipeline.checkpoint import resume_train_state, save_checkpoint, unwrap_model
 from pipeline.config import Config
-from pipeline.errors import UsageError
-from pipeline.io import append_jsonl, atomic_path, truncate_jsonl
+from pipeline.io import append_jsonl, atomic_path
 from pipeline.optim import adamw_warmup_cosine
 from pipeline.progress import progress
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
@@ -87,18 +86,11 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
     state_path = run_dir / "train_state.pt"
     start, best_f1, best_epoch, stale, last_f1 = 0, -1.0, -1, 0, None
     if resume:
-        if not state_path.is_file():
-            raise UsageError(f"{run_dir}: nothing to resume (no train_state.pt)")
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
+        st = resume_train_state(run_dir, model, opt, sched)
         start, best_f1, best_epoch, stale = (int(st["epoch"]) + 1, float(st["best_f1"]),
                                              int(st["best_epoch"]), int(st["stale"]))
         log.info("resuming %s at epoch %d (best val macro-F1 %.4f at epoch %d)", run_dir, start,
                  best_f1, best_epoch)
-        if distributed.is_primary():
-            truncate_jsonl(run_dir / "metrics.jsonl", start)
     net = DistributedDataParallel(model) if dist.enabled else model
     log.info("stage2: %d train videos (%d frames), %d val videos; %d clips/epoch of %d frames "
              "%s, %d epochs, aug %s, V-NAW %s (target %s), head %s", len(train.videos),
