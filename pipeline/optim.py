@@ -31,3 +31,13 @@ def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     sched.step()
+
+
+def optimizer_step(net: torch.nn.Module, opt, sched, grad_clip: float | None) -> None:
+    """One update after the accumulated micro-batches: clip, step, schedule, clear."""
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+

@@ -22,7 +22,7 @@ from pipeline.checkpoint import resume_train_state, save_checkpoint, unwrap_mode
 from pipeline.config import Config
 from pipeline.io import append_jsonl, atomic_path, read_jsonl
 from pipeline.metrics import F1Report, confusion
-from pipeline.optim import adamw_warmup_cosine
+from pipeline.optim import adamw_warmup_cosine, optimizer_step
 from pipeline.plots import plot_curves
 from pipeline.progress import progress
 from stage1_image_encoder.data import LabelledImages
@@ -164,11 +164,7 @@ def pretrain(cfg: Config, run_dir: Path, device: torch.device, resume: bool = Fa
                     raise RuntimeError(f"stage1: non-finite loss at epoch {epoch} step {i}")
                 (loss / s1.train.accum).backward()
             if last_micro:
-                if s1.train.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), s1.train.grad_clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+                optimizer_step(net, opt, sched, s1.train.grad_clip)
             loss_sum += loss.item()
             w_sum += float(w_mean)
             n += 1

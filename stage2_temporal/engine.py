@@ -20,7 +20,7 @@ from pipeline import distributed
 from pipeline.checkpoint import resume_train_state, save_checkpoint, unwrap_model
 from pipeline.config import Config
 from pipeline.io import append_jsonl, atomic_path
-from pipeline.optim import adamw_warmup_cosine
+from pipeline.optim import adamw_warmup_cosine, optimizer_step
 from pipeline.progress import progress
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
 from stage2_temporal.evaluate import evaluate
@@ -128,11 +128,7 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
                         f"{describe_clips(train, starts, lengths)})")
                 (loss / s2.train.accum).backward()
             if last_micro:
-                if s2.train.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), s2.train.grad_clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad(set_to_none=True)
+                optimizer_step(net, opt, sched, s2.train.grad_clip)
                 step += 1
             loss_sum += loss.item()
             w_sum += float(w_mean)
