@@ -129,8 +129,21 @@ class DataSource(_Strict):
     root: str
     weight: float = Field(1.0, gt=0)
     class_map: dict[str, int] | None = None
+    # FERPlus labels of the train split (the test split is always scored on majority labels):
+    # majority = the FER+ paper's rule, plurality = the most voted class, soft = vote
+    # distribution as target, vote_sample = one label drawn per image from its votes
+    label_mode: Literal["majority", "plurality", "soft", "vote_sample"] = "majority"
+    sample_seed: int = 0
     soft_labels: bool = False
     none_to_other: bool = True
+
+    @model_validator(mode="after")
+    def _soft_alias(self):
+        if self.soft_labels and self.label_mode not in ("majority", "soft"):
+            raise ValueError("soft_labels: true is label_mode: soft; set one of them")
+        if self.soft_labels:
+            object.__setattr__(self, "label_mode", "soft")
+        return self
 
 
 class Stage1DataConfig(_Strict):
@@ -146,8 +159,9 @@ class AugmentConfig(_Strict):
 
 
 class NAWKernelConfig(_Strict):
-    """Parameters of ``pipeline.naw.naw_weight`` (shared by NLA and V-NAW)."""
-    normalize: bool = False
+    """Parameters of ``pipeline.naw.naw_weight`` (shared by NLA and V-NAW). This schema (with
+    ``pipeline.yaml``, which a test keeps equal to it) is the one home of the kernel defaults."""
+    normalize: bool = True
     mu_t: list[float] = [0.5, 0.5]
     mu_f: list[float] = [0.30, 0.15]
     std_t: float = Field(0.8, gt=0)
@@ -160,13 +174,25 @@ class NAWKernelConfig(_Strict):
         return {k: getattr(self, k) for k in NAWKernelConfig.model_fields}
 
 
-class NLAConfig(NAWKernelConfig):
+class NAWWeightConfig(NAWKernelConfig):
+    """The kernel plus what both stages do with the weight. ``weight_grad`` has one meaning in
+    both: true = gradients flow through w (as both official codes compute it), false = w is a
+    per-sample constant. null = what the configured ``form`` says."""
+    weight_grad: bool | None = None
+
+
+class NLAConfig(NAWWeightConfig):
     enabled: bool = True
-    form: Literal["paper", "release"] = "paper"
+    form: Literal["release", "paper"] = "release"
     lam_ce: float = Field(0.5, ge=0)
     lam_naw: float = Field(0.5, ge=0)
-    lam_jsd: float = Field(0.4, ge=0)
+    lam_jsd: float = Field(0.5, ge=0)
+    jsd_reduction: Literal["sum", "mean"] = "sum"
     ce_epochs: int = Field(0, ge=0)
+
+    def grad_through_weight(self) -> bool:
+        """Both NLA forms compute w from the live softmax (the official code has no detach)."""
+        return True if self.weight_grad is None else self.weight_grad
 
 
 class TrainConfig(_Strict):
@@ -239,13 +265,20 @@ class TemporalModelConfig(_Strict):
         return self
 
 
-class VNAWConfig(NAWKernelConfig):
+# What each V-NAW form means (SPEC §5): the loss target and whether w carries gradient.
+VNAW_FORMS: dict[str, dict[str, Any]] = {
+    "paper": {"target": "clip", "weight_grad": True},            # eqs. 9-12 as written
+    "frame_detached": {"target": "frame", "weight_grad": False},  # frame CE, w a constant
+}
+
+
+class VNAWConfig(NAWWeightConfig):
     enabled: bool = True
-    weight_grad: bool = False
+    form: Literal["paper", "frame_detached"] = "paper"
 
 
 class Stage2LossConfig(_Strict):
-    target: Literal["frame", "clip"] = "frame"
+    target: Literal["frame", "clip"] | None = None
     class_weights: Literal["none", "balanced"] = "none"
 
 
@@ -284,6 +317,16 @@ class Stage2Config(_Strict):
         if self.data.fold >= self.data.folds:
             raise ValueError(f"data.fold ({self.data.fold}) must be < data.folds ({self.data.folds})")
         return self
+
+    def loss_target(self) -> str:
+        """``loss.target``, or what ``naw.form`` says when it is null."""
+        return self.loss.target or VNAW_FORMS[self.naw.form]["target"]
+
+    def grad_through_weight(self) -> bool:
+        """``naw.weight_grad``, or what ``naw.form`` says when it is null."""
+        if self.naw.weight_grad is not None:
+            return self.naw.weight_grad
+        return VNAW_FORMS[self.naw.form]["weight_grad"]
 
 
 # ---------------------------------------------------------------------------------- root

@@ -65,18 +65,45 @@ FERPLUS_TO_ID: dict[str, int] = {
 }
 
 
-def ferplus_majority(votes: Sequence[float]) -> int:
-    """8-class id of the majority FERPlus vote; -1 (drop) when unknown/NF wins or no votes.
+def _vote_row(votes: Sequence[float]) -> np.ndarray:
+    votes = np.asarray(votes, dtype=np.float64)
+    if votes.shape != (len(FERPLUS_VOTE_COLUMNS),):
+        raise ValueError(f"FERPlus vote row must have {len(FERPLUS_VOTE_COLUMNS)} values, got {votes.shape}")
+    return votes
+
+
+def ferplus_plurality(votes: Sequence[float]) -> int:
+    """8-class id of the most voted FERPlus column; -1 (drop) when unknown/NF wins or no votes.
 
     Ties are broken by the column order of ``FERPLUS_VOTE_COLUMNS`` (first wins), which is what
     ``numpy.argmax`` does on the vote row.
     """
-    votes = np.asarray(votes, dtype=np.float64)
-    if votes.shape != (len(FERPLUS_VOTE_COLUMNS),):
-        raise ValueError(f"FERPlus vote row must have {len(FERPLUS_VOTE_COLUMNS)} values, got {votes.shape}")
+    votes = _vote_row(votes)
     if votes.sum() <= 0:
         return IGNORE
     return FERPLUS_TO_ID[FERPLUS_VOTE_COLUMNS[int(np.argmax(votes))]]
+
+
+def ferplus_majority(votes: Sequence[float]) -> int:
+    """The FER+ paper's majority rule (Barsoum et al. 2016; Microsoft's ``ferplus.py``
+    ``_process_data(mode='majority')``): drop single votes, keep the image only when one column
+    has more than half of the remaining votes, and drop it when that column is unknown or NF.
+    Returns the 8-class id, or -1 (drop)."""
+    votes = _vote_row(votes).copy()
+    votes[votes <= 1.0] = 0.0                         # a single vote is an outlier
+    total = votes.sum()
+    if total <= 0 or votes.max() <= 0.5 * total:
+        return IGNORE
+    return FERPLUS_TO_ID[FERPLUS_VOTE_COLUMNS[int(np.argmax(votes))]]
+
+
+def ferplus_vote_sample(votes: Sequence[float], rng: np.random.Generator) -> int:
+    """One annotator's label: a class drawn with the probabilities of the emotion votes
+    (unknown/NF votes left out, contempt -> Other); -1 when no vote lands on a class."""
+    p = ferplus_soft(votes)
+    if p.sum() <= 0:
+        return IGNORE
+    return int(rng.choice(NUM_CLASSES, p=p))
 
 
 def ferplus_soft(votes: Sequence[float]) -> np.ndarray:
@@ -84,7 +111,7 @@ def ferplus_soft(votes: Sequence[float]) -> np.ndarray:
 
     Returns an all-zero vector when no vote lands on a class.
     """
-    votes = np.asarray(votes, dtype=np.float64)
+    votes = _vote_row(votes)
     soft = np.zeros(NUM_CLASSES)
     for col, v in zip(FERPLUS_VOTE_COLUMNS, votes):
         cid = FERPLUS_TO_ID[col]

@@ -8,11 +8,14 @@ the **F** kernel::
     w(x) = C * exp(-1/2 (x - mu)^T Sigma^-1 (x - mu))
     Sigma = [[s^2 + (s/r)^2, +-(s^2 - (s/r)^2)], ...]      (NLA's std/ratio form)
     Sigma_T off-diagonal = -(s_T^2 - (s_T/r_T)^2) * eps,    eps = 1 - exp(-slope * progress)
-    C = (2 pi sqrt|Sigma|)^-1 when normalize else 1
+    C = (2 pi sqrt|Sigma|)^-1 when normalize (the official NLA code's 1/sqrt((2 pi)^2 |Sigma|)),
+        else 1
 
 With the defaults Sigma_T = [[0.8, -0.48 eps], [-0.48 eps, 0.8]], mu_T = (0.5, 0.5) and
-Sigma_F = [[0.8511, 0.8051], [0.8051, 0.8511]], mu_F = (0.30, 0.15). The weight is
-differentiable in ``probs`` (not detached), as in the reference formulation.
+Sigma_F = [[0.8511, 0.8051], [0.8051, 0.8511]], mu_F = (0.30, 0.15). The defaults are those of
+``pipeline.config.NAWKernelConfig`` (the one place they are written). The weight is
+differentiable in ``probs`` (not detached), as in the official code; callers detach it when
+their ``weight_grad`` switch says so.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ import math
 from collections.abc import Sequence
 
 import torch
+
+from pipeline.config import NAWKernelConfig
 
 
 def kernel_cov(std: float, ratio: float) -> tuple[float, float]:
@@ -53,20 +58,27 @@ def naw_inputs(probs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     return p_gt, others.max(dim=1).values
 
 
-def naw_weight(probs: torch.Tensor, target: torch.Tensor, progress: float, *,
-               normalize: bool = False, mu_t: Sequence[float] = (0.5, 0.5),
-               mu_f: Sequence[float] = (0.30, 0.15), std_t: float = 0.8, ratio_t: float = 2.0,
-               std_f: float = 0.91, ratio_f: float = 6.0, slope: float = 15.0) -> torch.Tensor:
-    """NAW weight per sample: probs (B, K) (rows sum to 1), target (B,) int -> (B,)."""
+_DEFAULTS = NAWKernelConfig().kernel_kwargs()
+
+
+def naw_weight(probs: torch.Tensor, target: torch.Tensor, progress: float, **kernel) -> torch.Tensor:
+    """NAW weight per sample: probs (B, K) (rows sum to 1), target (B,) int -> (B,).
+
+    ``kernel``: any of ``normalize, mu_t, mu_f, std_t, ratio_t, std_f, ratio_f, slope``; the rest
+    take the ``NAWKernelConfig`` defaults."""
+    unknown = set(kernel) - set(_DEFAULTS)
+    if unknown:
+        raise TypeError(f"naw_weight: unknown kernel parameter(s) {sorted(unknown)}")
+    k = {**_DEFAULTS, **kernel}
     if probs.ndim != 2 or target.shape != probs.shape[:1]:
         raise ValueError(f"probs must be (B, K) and target (B,), got {tuple(probs.shape)} and "
                          f"{tuple(target.shape)}")
     p_gt, p_nn = naw_inputs(probs, target.long())
     x = torch.stack([p_gt, p_nn], dim=1)
-    eps = curriculum(progress, slope)
-    var_t, cov_t = kernel_cov(std_t, ratio_t)
-    var_f, cov_f = kernel_cov(std_f, ratio_f)
-    w_t = _gaussian(x, mu_t, var_t, -cov_t * eps, normalize)
-    w_f = _gaussian(x, mu_f, var_f, cov_f, normalize)
-    correct = probs.argmax(dim=1) == target
+    eps = curriculum(progress, k["slope"])
+    var_t, cov_t = kernel_cov(k["std_t"], k["ratio_t"])
+    var_f, cov_f = kernel_cov(k["std_f"], k["ratio_f"])
+    w_t = _gaussian(x, k["mu_t"], var_t, -cov_t * eps, k["normalize"])
+    w_f = _gaussian(x, k["mu_f"], var_f, cov_f, k["normalize"])
+    correct = p_gt >= probs.max(dim=1).values      # ties count as correct, as the official code
     return torch.where(correct, w_t, w_f)

@@ -33,7 +33,8 @@ import numpy as np
 from pipeline.config import DataSource
 from pipeline.errors import UsageError
 from pipeline.labels import (FERPLUS_VOTE_COLUMNS, IGNORE, NUM_CLASSES, affectnet_to_id,
-                             ferplus_majority, ferplus_soft, folder_to_id, rafdb_to_id)
+                             ferplus_majority, ferplus_plurality, ferplus_soft, ferplus_vote_sample,
+                             folder_to_id, rafdb_to_id)
 
 log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -62,6 +63,7 @@ class SourceImages:
     labels: list[int]
     soft: np.ndarray | None = None     # (N, 8) float32, or None
     boxes: np.ndarray | None = None    # (N, 4) float32 x, y, w, h, or None
+    skipped: int = 0                   # rows left out as data errors (named in the log)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -169,8 +171,8 @@ def _parse_votes(path: Path, line: int, values: list[str]) -> np.ndarray:
         votes = np.asarray([float(v) if v.strip() else 0.0 for v in values], np.float64)
     except ValueError:
         raise UsageError(f"{path}: line {line}: vote counts must be numbers, got {values}") from None
-    if (votes < 0).any() or not np.isfinite(votes).all():
-        raise UsageError(f"{path}: line {line}: vote counts must be >= 0, got {values}")
+    if (votes < 0).any() or not np.isfinite(votes).all() or (votes != np.round(votes)).any():
+        raise UsageError(f"{path}: line {line}: vote counts must be integers >= 0, got {values}")
     return votes
 
 
@@ -324,7 +326,8 @@ def _read_generated_labels(path: Path) -> list[_VoteRow]:
             if not row or not any(v.strip() for v in row):
                 continue
             n = len(FERPLUS_VOTE_COLUMNS)
-            if len(row) not in (n + 1, n + 2) or not row[0].strip():
+            boxed = len(row) > 1 and row[1].strip().startswith("(")
+            if len(row) != (n + 2 if boxed else n + 1) or not row[0].strip():
                 raise UsageError(f"{path}: line {reader.line_num}: expected '<image>.png,"
                                  f"[face box,]{','.join(FERPLUS_VOTE_COLUMNS)}', got {len(row)} fields")
             out.append(_VoteRow(reader.line_num, "", row[0].strip(),
@@ -332,32 +335,73 @@ def _read_generated_labels(path: Path) -> list[_VoteRow]:
     return out
 
 
-def _ferplus_select(rows: list[_VoteRow], folder_of, soft_labels: bool) -> SourceImages:
+FERPLUS_LABEL_MODES = ("majority", "plurality", "soft", "vote_sample")
+
+
+def _ferplus_label(votes: np.ndarray, mode: str, rng: np.random.Generator) -> int:
+    """Hard label of one vote row under a label mode (-1 = leave the image out)."""
+    if mode == "majority":
+        return ferplus_majority(votes)
+    if mode in ("plurality", "soft"):
+        return ferplus_plurality(votes)
+    # vote_sample: the images the majority rule keeps, each with one label drawn from its votes
+    return ferplus_vote_sample(votes, rng) if ferplus_majority(votes) != IGNORE else IGNORE
+
+
+def _ferplus_select(rows: list[_VoteRow], folder_of, label_mode: str = "majority",
+                    sample_seed: int = 0, source: Path | None = None) -> SourceImages:
+    """Images and labels of one split under ``label_mode`` (see ``ferplus``). Rows whose votes
+    sum to 0 and rows whose image file is missing are data errors: skipped, counted, and the
+    first few named with their file and line."""
+    if label_mode not in FERPLUS_LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {FERPLUS_LABEL_MODES}, got {label_mode!r}")
+    rng = np.random.default_rng(sample_seed)
     paths, labels, soft = [], [], []
-    dropped = 0
+    dropped, bad = 0, []
     for r in rows:
-        cid = ferplus_majority(r.votes)
+        if r.votes.sum() <= 0:
+            bad.append(f"line {r.line}: {r.name or '?'} has no votes (they sum to 0)")
+            continue
+        cid = _ferplus_label(r.votes, label_mode, rng)
         if cid == IGNORE:
             dropped += 1
             continue
-        paths.append(str(folder_of(r) / r.name))
+        path = folder_of(r) / r.name
+        if not path.is_file():
+            bad.append(f"line {r.line}: image {path} not found")
+            continue
+        paths.append(str(path))
         labels.append(cid)
-        if soft_labels:
+        if label_mode == "soft":
             soft.append(ferplus_soft(r.votes))
+    where = f"{source}: " if source else ""
+    for msg in bad[:5]:
+        log.warning("FERPlus: %s%s (skipped)", where, msg)
+    if bad:
+        log.warning("FERPlus: %s%d row(s) skipped (no votes or missing image)", where, len(bad))
     if dropped:
-        log.info("FERPlus: %d images dropped (unknown / not-a-face majority or no votes)", dropped)
+        log.info("FERPlus: %d images left out by the %s rule (no clear label, or unknown / "
+                 "not-a-face)", dropped, "majority" if label_mode == "vote_sample" else label_mode)
     return SourceImages(paths, labels,
-                        np.asarray(soft, np.float32).reshape(-1, NUM_CLASSES) if soft_labels else None)
+                        np.asarray(soft, np.float32).reshape(-1, NUM_CLASSES)
+                        if label_mode == "soft" else None, skipped=len(bad))
 
 
-def ferplus(root: Path, split: str, soft_labels: bool = False) -> SourceImages:
+def ferplus(root: Path, split: str, label_mode: str = "majority", sample_seed: int = 0) -> SourceImages:
     """FERPlus: the original ``fer2013.csv`` (48x48 grey pixels as text) with Microsoft's
     ``fer2013new.csv`` (10 annotator votes per image, same row order).
 
-    Label = majority vote (contempt -> Other; unknown / not-a-face majority or no vote ->
-    dropped; ties go to the earlier vote column). With ``soft_labels`` the vote distribution
-    over the 8 classes is returned too. Train = ``Training``, test = ``PublicTest``;
-    ``PrivateTest`` is kept out for final testing.
+    Labels (contempt -> Other everywhere):
+
+    - ``majority`` (default): the FER+ paper's rule; single votes dropped, an image kept only
+      when one column has more than half of the remaining votes, unknown / not-a-face dropped;
+    - ``plurality``: the most voted column (ties: the earlier column), unknown / NF dropped;
+    - ``soft``: the plurality images, with the vote distribution over the 8 classes as target;
+    - ``vote_sample``: the majority images, each labelled with one class drawn (seeded by
+      ``sample_seed``) from its own votes: real annotator noise.
+
+    The test split is always labelled by the majority rule, whatever ``label_mode`` says.
+    Train = ``Training``, test = ``PublicTest``; ``PrivateTest`` is kept out for final testing.
 
     The pixels are decoded once into PNGs (see ``fer2013_cache``). Without the two CSVs, the
     folders written by FERPlus's ``generate_training_data.py`` are read instead:
@@ -367,9 +411,10 @@ def ferplus(root: Path, split: str, soft_labels: bool = False) -> SourceImages:
         raise ValueError(f"split must be train or test, got {split!r}")
     if not (root / "fer2013.csv").is_file() and (root / FERPLUS_GENERATED["train"] / "label.csv").is_file():
         folder_dir = root / FERPLUS_GENERATED[split]
-        rows = _read_generated_labels(_require_file(folder_dir / "label.csv", f"FERPlus source {root}"))
-        out = _ferplus_select(rows, lambda r: folder_dir, soft_labels)
-        if out.paths and not any(os.path.isfile(p) for p in out.paths[:50]):
+        label_csv = _require_file(folder_dir / "label.csv", f"FERPlus source {root}")
+        rows = _read_generated_labels(label_csv)
+        out = _ferplus_select(rows, lambda r: folder_dir, label_mode, sample_seed, label_csv)
+        if rows and not out.paths and out.skipped:
             raise UsageError(f"FERPlus source {root}: {folder_dir} has a label.csv but not its PNGs;"
                              f" run FERPlus's generate_training_data.py, or put fer2013.csv and"
                              f" fer2013new.csv in {root}")
@@ -380,7 +425,8 @@ def ferplus(root: Path, split: str, soft_labels: bool = False) -> SourceImages:
     cache = fer2013_cache(root)
     usage = FER_SPLIT_USAGE[split]
     rows = [r for r in _read_ferplus_votes(cache / FER_CACHE_INDEX) if r.usage == usage and r.name]
-    return _ferplus_select(rows, lambda r: cache / r.usage, soft_labels)
+    return _ferplus_select(rows, lambda r: cache / r.usage, label_mode, sample_seed,
+                           cache / FER_CACHE_INDEX)
 
 
 # -------------------------------------------------------------------------------------- AffectNet
@@ -445,7 +491,8 @@ def read_source(src: DataSource, split: str) -> SourceImages:
     if src.format == "rafdb":
         out = rafdb(root, split)
     elif src.format == "ferplus":
-        out = ferplus(root, split, src.soft_labels)
+        out = ferplus(root, split, src.label_mode if split == "train" else "majority",
+                      src.sample_seed)
     elif src.format == "affectnet":
         out = affectnet(root, split, src.none_to_other)
     else:

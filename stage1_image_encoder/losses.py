@@ -1,12 +1,21 @@
-"""NLA loss for encoder pretraining.
+"""NLA loss for encoder pretraining (Navigating Label Ambiguity; official code
+github.com/jungyu0413/NLA, ``src/train.py`` and ``src/loss.py``).
 
-- paper form: ``mean((1 + w) * CE)``
-- release form (the public NLA code): ``lam_ce * mean(CE) + lam_naw * mean(w * CE)
-  + lam_jsd * JSD(p, p_flip)``, the last term a flip-consistency regulariser between the
-  predictions for an image and its horizontal mirror.
+- ``release`` form (default, the official code)::
 
-``w`` is the NAW kernel weight (``pipeline.naw``) on (p_GT, p_NN); it is not detached. CE uses
-soft targets when given (FERPlus vote distributions), the kernel the hard label.
+      lam_ce * mean(CE) + lam_naw * mean(w * CE) + lam_jsd * JSD(logits, logits_flip)
+
+  with ``lam_ce = lam_naw = lam_jsd = 0.5`` (the official ``lam_a``, ``lam_b``, ``lam_c``) and the
+  official JSD: the mixture is taken of the two *logit* vectors, ``m = (a + b) / 2``, and
+  ``JSD = 1/2 [KL(softmax(m) || softmax(a)) + KL(softmax(m) || softmax(b))]`` summed over the
+  batch (``jsd_reduction: sum``; ``mean`` divides by the batch size). The flipped view is the
+  horizontal mirror of the same augmented image.
+- ``paper`` form: ``mean((1 + w) * CE)``.
+
+``w`` is the NAW kernel weight (``pipeline.naw``) on (p_GT, p_NN) with the official kernel
+normalisation C; it carries gradient (``weight_grad: true``, as the official code computes it)
+unless ``weight_grad: false``. CE uses soft targets when given (FERPlus vote distributions), the
+kernel the hard label.
 """
 from __future__ import annotations
 
@@ -18,13 +27,14 @@ from pipeline.labels import IGNORE
 from pipeline.naw import naw_weight
 
 
-def jsd(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
-    """Mean Jensen-Shannon divergence between the softmax distributions of two logit batches."""
-    p, q = logits_a.float().softmax(-1), logits_b.float().softmax(-1)
-    m = (0.5 * (p + q)).clamp_min(1e-12)
-    kl_pm = (p * (p.clamp_min(1e-12).log() - m.log())).sum(-1)
-    kl_qm = (q * (q.clamp_min(1e-12).log() - m.log())).sum(-1)
-    return (0.5 * (kl_pm + kl_qm)).mean()
+def nla_jsd(logits_a: torch.Tensor, logits_b: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """The official NLA ``jensen_shannon_divergence``: logits (B, K), (B, K) -> scalar."""
+    a, b = logits_a.float(), logits_b.float()
+    m = F.softmax(0.5 * (a + b), dim=1)
+    kl_a = F.kl_div(F.log_softmax(a, dim=1), m, reduction="sum")
+    kl_b = F.kl_div(F.log_softmax(b, dim=1), m, reduction="sum")
+    out = 0.5 * (kl_a + kl_b)
+    return out / max(1, a.shape[0]) if reduction == "mean" else out
 
 
 def nla_loss(logits: torch.Tensor, target: torch.Tensor, progress: float, cfg: NLAConfig,
@@ -44,9 +54,11 @@ def nla_loss(logits: torch.Tensor, target: torch.Tensor, progress: float, cfg: N
     if not cfg.enabled:
         return ce.mean(), torch.zeros((), device=logits.device)
     w = naw_weight(logits.softmax(-1), target, progress, **cfg.kernel_kwargs())
+    if not cfg.grad_through_weight():
+        w = w.detach()
     if cfg.form == "paper":
         return ((1.0 + w) * ce).mean(), w.detach().mean()
     loss = cfg.lam_ce * ce.mean() + cfg.lam_naw * (w * ce).mean()
     if logits_flip is not None and cfg.lam_jsd > 0:
-        loss = loss + cfg.lam_jsd * jsd(logits, logits_flip[keep])
+        loss = loss + cfg.lam_jsd * nla_jsd(logits, logits_flip[keep].float(), cfg.jsd_reduction)
     return loss, w.detach().mean()

@@ -34,9 +34,16 @@ def _timm_kwargs(cfg: EncoderModelConfig) -> dict:
 
 def build_encoder(cfg: EncoderModelConfig, checkpoint: str | Path | None = None) -> nn.Module:
     """timm model with an 8-way head; weights from ``checkpoint`` or ``cfg.pretrained`` if set."""
+    kwargs = _timm_kwargs(cfg)
     try:
-        model = timm.create_model(cfg.name, pretrained=False, num_classes=NUM_CLASSES,
-                                  **_timm_kwargs(cfg))
+        try:
+            model = timm.create_model(cfg.name, pretrained=False, num_classes=NUM_CLASSES, **kwargs)
+        except TypeError as e:
+            # CNNs take any input size and have no img_size argument: build them without it
+            if "img_size" not in str(e):
+                raise
+            kwargs.pop("img_size")
+            model = timm.create_model(cfg.name, pretrained=False, num_classes=NUM_CLASSES, **kwargs)
     except (RuntimeError, TypeError, ValueError) as e:
         raise UsageError(f"stage1.model: cannot build timm model {cfg.name!r} ({e})") from None
     source = checkpoint or cfg.pretrained

@@ -96,8 +96,9 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
              "%s, %d epochs, aug %s, V-NAW %s (target %s), head %s", len(train.videos),
              int(train.offsets[-1]), len(val.videos), len(sampler.clips()[0]) * dist.world_size,
              s2.data.clip_len, f"on {dist.world_size} ranks" if dist.enabled else "",
-             s2.train.epochs, "on" if s2.aug.enabled else "off", "on" if s2.naw.enabled else "off",
-             s2.loss.target, s2.model.head)
+             s2.train.epochs, "on" if s2.aug.enabled else "off",
+             f"on ({s2.naw.form}, w {'with' if s2.grad_through_weight() else 'without'} gradient)"
+             if s2.naw.enabled else "off", s2.loss_target(), s2.model.head)
     stopped_early = False
     step = start * steps
     bar = progress(range(start, s2.train.epochs), desc="stage2 train", unit="epoch",
@@ -121,7 +122,7 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
                 if s2.aug.drop_loss == "exclude":
                     mask = mask & ~(batch.valid & ~keys)           # leave dropped frames out
                 loss, w_mean = vnaw_loss(logits, batch.label, mask, frac, s2.naw, s2.model.head,
-                                         s2.loss.target, class_weights)
+                                         s2.loss_target(), class_weights, s2.grad_through_weight())
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(
                         f"non-finite loss at epoch {epoch}, step {step} (batch {i}: "

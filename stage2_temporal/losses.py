@@ -9,7 +9,9 @@ Per clip i with annotated frames A_i (label >= 0, and in the loss mask):
             | -log p_bar_i[y_bar_i]                         loss.target = clip (paper eq. 10)
     loss    = mean_i (1 + w_i) * CE_i                       (paper eq. 12)
 
-Clips without annotated frames do not count. ``naw.enabled = False`` gives w = 0 (plain CE).
+``naw.form: paper`` is eqs. 9-12 as written: clip target, w with gradient (no stop-gradient in
+the paper; both official codes compute w from the live softmax), C as NLA. ``frame_detached`` is
+the frame target with w a per-clip constant. Clips without annotated frames do not count. ``naw.enabled = False`` gives w = 0 (plain CE).
 Class weights, when given, weight each frame's CE by its class (frame target) or the clip's CE
 by its majority class (clip target).
 """
@@ -35,10 +37,11 @@ def clip_majority(label: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def vnaw_loss(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor, progress: float,
-              naw: VNAWConfig, head: str = "flat", target: str = "frame",
-              class_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              naw: VNAWConfig, head: str = "flat", target: str = "clip",
+              class_weights: torch.Tensor | None = None,
+              weight_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (B, P, out), label (B, P) with -1, mask (B, P) bool frames allowed in the loss
-    -> (scalar loss, mean clip weight w, detached)."""
+    -> (scalar loss, mean clip weight w, detached). ``weight_grad=False`` detaches w."""
     counted = mask & (label >= 0)                                      # (B, P)
     n = counted.sum(1)                                                 # (B,)
     clips = n > 0
@@ -62,7 +65,7 @@ def vnaw_loss(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor, pro
             ce = ce * class_weights.to(ce.device)[y_bar]
     if naw.enabled:
         w = naw_weight(p_bar, y_bar, progress, **naw.kernel_kwargs())
-        if not naw.weight_grad:
+        if not weight_grad:
             w = w.detach()
     else:
         w = torch.zeros_like(ce)

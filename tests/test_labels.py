@@ -28,8 +28,37 @@ def test_affwild2_order_and_header():
     ([0] * 10, L.IGNORE),
     ([5, 5, 0, 0, 0, 0, 0, 0, 0, 0], L.NEUTRAL),      # tie: first column wins
 ])
-def test_ferplus_majority(votes, expected):
+def test_ferplus_plurality(votes, expected):
+    assert L.ferplus_plurality(votes) == expected
+
+
+@pytest.mark.parametrize("votes,expected", [
+    # neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF
+    ([4, 0, 0, 1, 3, 2, 0, 0, 0, 0], L.IGNORE),     # single vote dropped: 4 of 9 is not > half
+    ([5, 0, 0, 1, 3, 1, 0, 0, 0, 0], L.NEUTRAL),    # singles dropped: 5 of 8 > half
+    ([6, 4, 0, 0, 0, 0, 0, 0, 0, 0], L.NEUTRAL),    # 6 of 10
+    ([5, 5, 0, 0, 0, 0, 0, 0, 0, 0], L.IGNORE),     # a tie is no majority
+    ([4, 4, 0, 0, 0, 0, 0, 0, 1, 1], L.IGNORE),     # 4 of 8 after singles: not > half
+    ([1, 1, 1, 1, 1, 1, 1, 1, 1, 1], L.IGNORE),     # only single votes
+    ([3, 0, 0, 0, 0, 0, 0, 0, 7, 0], L.IGNORE),     # unknown majority
+    ([2, 0, 0, 0, 0, 0, 0, 0, 0, 8], L.IGNORE),     # not-a-face majority
+    ([0, 0, 0, 0, 0, 0, 0, 7, 3, 0], L.OTHER),      # contempt -> Other
+    ([1, 7, 1, 0, 0, 0, 0, 0, 1, 0], L.HAPPINESS),  # 7 of 7 after singles
+    ([2, 0, 3, 0, 0, 0, 0, 0, 0, 0], L.SURPRISE),   # 3 of 5
+    ([0, 0, 0, 2, 2, 0, 0, 0, 0, 0], L.IGNORE),
+])
+def test_ferplus_majority_rule_of_the_fer_plus_paper(votes, expected):
     assert L.ferplus_majority(votes) == expected
+
+
+def test_ferplus_vote_sample_follows_the_votes():
+    rng = np.random.default_rng(0)
+    draws = [L.ferplus_vote_sample([6, 2, 0, 0, 0, 0, 0, 2, 0, 0], rng) for _ in range(4000)]
+    freq = np.bincount(draws, minlength=8) / len(draws)
+    assert freq[L.NEUTRAL] == pytest.approx(0.6, abs=0.03)
+    assert freq[L.HAPPINESS] == pytest.approx(0.2, abs=0.03)
+    assert freq[L.OTHER] == pytest.approx(0.2, abs=0.03)
+    assert L.ferplus_vote_sample([0] * 8 + [4, 6], rng) == L.IGNORE
 
 
 def test_ferplus_soft_discards_unknown_and_maps_contempt():

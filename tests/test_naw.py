@@ -50,7 +50,7 @@ def test_weights_by_hand():
 
 def test_weight_peaks_at_the_mean_and_is_one_unnormalised():
     probs = torch.tensor([[0.5, 0.5 - 1e-9, 1e-9]], dtype=torch.float64)
-    w = naw_weight(probs, torch.tensor([0]), 1.0)
+    w = naw_weight(probs, torch.tensor([0]), 1.0, normalize=False)
     assert w.item() == pytest.approx(1.0, abs=1e-6)
 
 
@@ -80,7 +80,7 @@ def test_vnaw_weight_gradient_switch():
     grads, losses = {}, {}
     for flag in (True, False):
         logits = base.clone().requires_grad_(True)
-        loss, _ = vnaw_loss(logits, label, mask, 0.5, VNAWConfig(weight_grad=flag))
+        loss, _ = vnaw_loss(logits, label, mask, 0.5, VNAWConfig(), target="frame", weight_grad=flag)
         loss.backward()
         grads[flag], losses[flag] = logits.grad, loss.detach()
     torch.testing.assert_close(losses[True], losses[False])

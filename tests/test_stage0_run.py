@@ -50,7 +50,9 @@ def sample_run(request, tmp_path_factory):
 def test_faces_found_in_every_sample_video(sample_run):
     name, out, proc = sample_run
     summary = pd.read_csv(out / "summary.csv").set_index("name")
-    assert set(summary.index) == {"d0", "d19", "short_hamilton_clip", "woman2"}
+    # every sample video is processed (the shared folder may hold more than these four)
+    assert set(summary.index) >= {"d0", "d19", "short_hamilton_clip", "woman2"}
+    assert set(summary.index) == {p.stem for p in VIDEOS.iterdir() if p.suffix in (".mp4", ".mov")}
     assert (summary.status == "ok").all()
     # one face in every frame of d0/d19/woman2; hamilton's main face in >= 95% (cuts, audience)
     for video in ("d0", "d19", "woman2", "short_hamilton_clip"):

@@ -80,15 +80,16 @@ def cache_files(root):
 
 
 # ------------------------------------------------------------------------------------ FERPlus
-def test_ferplus_majority_labels_splits_and_pixels(tmp_path):
+def test_ferplus_plurality_labels_splits_and_pixels(tmp_path):
     root = make_ferplus(tmp_path / "FERPlus")
-    train = D.ferplus(root, "train")
+    train = D.ferplus(root, "train", "plurality")
     names = [os.path.basename(p) for p in train.paths]
     assert names == ["fer0000000.png", "fer0000001.png", "fer0000005.png", "fer0000006.png",
                      "fer0000007.png"]
     assert train.labels == [L.NEUTRAL, L.OTHER, L.NEUTRAL, L.HAPPINESS, L.FEAR]
     assert train.soft is None and train.boxes is None
-    test = D.ferplus(root, "test")
+    assert train.skipped == 1                       # fer0000008: no votes
+    test = D.ferplus(root, "test", "plurality")
     assert [os.path.basename(p) for p in test.paths] == ["fer0000009.png", "fer0000010.png"]
     assert test.labels == [L.SURPRISE, L.ANGER]
     # PrivateTest is kept out of both splits
@@ -101,10 +102,29 @@ def test_ferplus_majority_labels_splits_and_pixels(tmp_path):
         np.testing.assert_array_equal(img, fer_pixels(k))
 
 
+def test_ferplus_majority_rule_is_the_default(tmp_path):
+    """The FER+ paper's rule: single votes dropped, > half of the rest, unknown / NF dropped."""
+    root = make_ferplus(tmp_path / "FERPlus")
+    train = D.ferplus(root, "train")
+    assert [os.path.basename(p) for p in train.paths] == ["fer0000001.png", "fer0000007.png"]
+    assert train.labels == [L.OTHER, L.FEAR]
+    test = D.ferplus(root, "test")
+    assert test.labels == [L.SURPRISE, L.ANGER]
+    # vote_sample keeps the majority images, each with a label drawn from its own votes
+    sampled = D.ferplus(root, "train", "vote_sample", sample_seed=3)
+    assert sampled.paths == train.paths
+    assert sampled.labels[1] == L.FEAR                         # 9 fear votes, 1 unknown
+    assert sampled.labels[0] in (L.NEUTRAL, L.OTHER)
+    # the configured mode applies to the train split; the test split is scored on majority labels
+    src = DataSource(format="ferplus", root=str(root), label_mode="plurality")
+    tr, te, _ = D.build_image_sets([src])
+    assert len(tr) == 5 and list(te.labels) == [L.SURPRISE, L.ANGER]
+
+
 def test_ferplus_soft_labels_follow_the_votes(tmp_path):
     root = make_ferplus(tmp_path / "FERPlus")
     for split in ("train", "test"):
-        out = D.ferplus(root, split, soft_labels=True)
+        out = D.ferplus(root, split, "soft")
         assert out.soft.shape == (len(out), 8) and out.soft.dtype == np.float32
         np.testing.assert_allclose(out.soft.sum(1), 1.0, rtol=1e-6)
         for path, label, row in zip(out.paths, out.labels, out.soft):
@@ -185,7 +205,7 @@ def test_ferplus_generate_training_data_layout(tmp_path):
         for line in lines:
             name = line.split(",")[0]
             cv2.imwrite(str(root / folder / name), fer_pixels(int(name[3:10])))
-    train = D.ferplus(root, "train", soft_labels=True)
+    train = D.ferplus(root, "train", "soft")
     assert [os.path.basename(p) for p in train.paths] == ["fer0000000.png", "fer0000001.png"]
     assert all(os.path.dirname(p) == str(root / "FER2013Train") for p in train.paths)
     assert train.labels == [L.NEUTRAL, L.OTHER]
@@ -197,6 +217,39 @@ def test_ferplus_generate_training_data_layout(tmp_path):
         p.unlink()
     with pytest.raises(UsageError, match="generate_training_data.py"):
         D.ferplus(root, "train")
+
+
+def _generated(root, lines):
+    (root / "FER2013Train").mkdir(parents=True)
+    (root / "FER2013Train" / "label.csv").write_text("\n".join(lines) + "\n")
+    for line in lines:
+        name = line.split(",")[0]
+        cv2.imwrite(str(root / "FER2013Train" / name), fer_pixels(int(name[3:10])))
+    return root / "FER2013Train" / "label.csv"
+
+
+def test_ferplus_generated_layout_bad_rows(tmp_path, caplog):
+    """A label.csv with a wrong column count or non-integer votes is a usage error naming the
+    file and line; votes summing to 0 and a missing PNG are data errors: the row is skipped,
+    counted and named."""
+    good = 'fer0000000.png,"(0, 0, 48, 48)",0,8,0,0,0,0,0,0,2,0'
+    label_csv = _generated(tmp_path / "a", [good, 'fer0000001.png,"(0, 0, 48, 48)",0,8,0,0,0,0,0,0,2'])
+    with pytest.raises(UsageError, match=rf"{label_csv}: line 2: expected .* got 11 fields"):
+        D.ferplus(tmp_path / "a", "train")
+    label_csv = _generated(tmp_path / "b", [good, "fer0000001.png,0,7.5,0,0,0,0,0,0,2.5,0"])
+    with pytest.raises(UsageError, match=rf"{label_csv}: line 2: vote counts must be integers"):
+        D.ferplus(tmp_path / "b", "train")
+    label_csv = _generated(tmp_path / "c", [good, "fer0000001.png,0,x,0,0,0,0,0,0,0,0"])
+    with pytest.raises(UsageError, match=rf"{label_csv}: line 2: vote counts must be numbers"):
+        D.ferplus(tmp_path / "c", "train")
+    label_csv = _generated(tmp_path / "d", [good, "fer0000001.png,0,0,0,0,0,0,0,0,0,0",
+                                            "fer0000002.png,0,9,0,0,0,0,0,0,1,0"])
+    (tmp_path / "d" / "FER2013Train" / "fer0000002.png").unlink()
+    with caplog.at_level("WARNING"):
+        out = D.ferplus(tmp_path / "d", "train")
+    assert [os.path.basename(p) for p in out.paths] == ["fer0000000.png"] and out.skipped == 2
+    assert f"{label_csv}: line 2: fer0000001.png has no votes" in caplog.text
+    assert "line 3: image" in caplog.text and "fer0000002.png not found" in caplog.text
 
 
 def test_ferplus_errors_name_file_and_line(tmp_path):

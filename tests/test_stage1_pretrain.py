@@ -79,7 +79,7 @@ def test_nla_loss_forms():
     ref = torch.nn.functional.cross_entropy(logits[target >= 0], target[target >= 0])
     torch.testing.assert_close(ce_only, ref)
     assert float(w0) == 0.0
-    loss, w_mean = nla_loss(logits, target, 0.5, NLAConfig())
+    loss, w_mean = nla_loss(logits, target, 0.5, NLAConfig(form="paper"))
     from pipeline.naw import naw_weight
 
     keep = target >= 0
@@ -89,6 +89,64 @@ def test_nla_loss_forms():
     assert float(w_mean) == pytest.approx(float(w.detach().mean()))
     loss.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad[~keep].abs().sum() == 0
+
+
+def test_nla_release_form_equals_the_official_formula_by_hand():
+    """0.5 * mean(CE) + 0.5 * mean(w * CE) + 0.5 * JSD, with the official code's kernel
+    (C = 1 / sqrt((2 pi)^2 |Sigma|), T kernel when p_GT is the max) and its JSD (mixture of the
+    two logit vectors, KL summed over the batch), computed here with numpy from scratch."""
+    import math
+
+    a = np.array([[2.0, 0.5, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                  [0.1, 1.5, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0],
+                  [0.0, 0.0, 0.0, 3.0, -2.0, 0.0, 0.0, 0.5]])
+    b = a[:, ::-1].copy() * 0.5 + 0.1              # logits of the mirrored images
+    y = np.array([0, 2, 3])
+    progress = 0.25
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    p = softmax(a)
+    ce = -np.log(p[np.arange(3), y])
+    eps = 1 - math.exp(-15 * progress)
+    t_cov = np.array([[0.8 ** 2 + 0.4 ** 2, (-0.8 ** 2 + 0.4 ** 2) * eps],
+                      [(-0.8 ** 2 + 0.4 ** 2) * eps, 0.8 ** 2 + 0.4 ** 2]])
+    f_major, f_minor = 0.91 ** 2 + (0.91 / 6) ** 2, 0.91 ** 2 - (0.91 / 6) ** 2
+    f_cov = np.array([[f_major, f_minor], [f_minor, f_major]])
+
+    def gau(x, mu, cov):
+        d = x - mu
+        return math.exp(-0.5 * d @ np.linalg.inv(cov) @ d) / math.sqrt((2 * math.pi) ** 2 * np.linalg.det(cov))
+
+    w = []
+    for i in range(3):
+        p_gt = p[i, y[i]]
+        top2 = np.sort(p[i])[::-1][:2]
+        correct = top2[0] == p_gt
+        p_nn = top2[1] if correct else top2[0]
+        x = np.array([p_gt, p_nn])
+        w.append(gau(x, [0.5, 0.5], t_cov) if correct else gau(x, [0.30, 0.15], f_cov))
+    w = np.array(w)
+    m = softmax(0.5 * (a + b))
+    kl_a = (m * (np.log(m) - np.log(softmax(a)))).sum()
+    kl_b = (m * (np.log(m) - np.log(softmax(b)))).sum()
+    expected = 0.5 * ce.mean() + 0.5 * (w * ce).mean() + 0.5 * 0.5 * (kl_a + kl_b)
+
+    logits = torch.tensor(a, requires_grad=True)
+    loss, w_mean = nla_loss(logits, torch.tensor(y), progress, NLAConfig(), None, torch.tensor(b))
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert float(w_mean) == pytest.approx(w.mean(), rel=1e-6)
+    # w carries gradient by default (as the official code); weight_grad=false freezes it
+    loss.backward()
+    g_live = logits.grad.clone()
+    logits.grad = None
+    frozen, _ = nla_loss(logits, torch.tensor(y), progress, NLAConfig(weight_grad=False), None,
+                         torch.tensor(b))
+    assert float(frozen) == pytest.approx(expected, rel=1e-6)
+    frozen.backward()
+    assert not torch.allclose(g_live, logits.grad)
 
 
 @pytest.mark.slow
@@ -133,23 +191,20 @@ def test_pretrain_then_embed_with_the_run(tmp_path, affwild2_tree):
 
 
 def test_jsd_values():
-    from stage1_image_encoder.losses import jsd
+    from stage1_image_encoder.losses import nla_jsd
 
-    a = torch.tensor([[2.0, 0.0, -1.0]])
-    assert float(jsd(a, a)) == pytest.approx(0.0, abs=1e-7)
-    b = torch.tensor([[-1.0, 0.5, 2.0]])
-    assert float(jsd(a, b)) == pytest.approx(float(jsd(b, a)))
-    p, q = a.softmax(-1)[0].double(), b.softmax(-1)[0].double()
-    m = (p + q) / 2
-    hand = 0.5 * (p * (p / m).log()).sum() + 0.5 * (q * (q / m).log()).sum()
-    assert float(jsd(a, b)) == pytest.approx(float(hand), rel=1e-5)
-    assert float(jsd(torch.tensor([[50.0, 0, 0]]), torch.tensor([[0, 50.0, 0]]))) == \
-        pytest.approx(np.log(2), rel=1e-4)                      # disjoint: log 2
+    a = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    assert float(nla_jsd(a, a)) == pytest.approx(0.0, abs=1e-7)
+    b = torch.tensor([[-1.0, 0.5, 2.0], [0.0, 1.0, 0.0]])
+    assert float(nla_jsd(a, b)) == pytest.approx(float(nla_jsd(b, a)))
+    assert float(nla_jsd(a, b)) > 0
+    # sum over the batch (official) = batch size x the mean
+    assert float(nla_jsd(a, b)) == pytest.approx(2 * float(nla_jsd(a, b, "mean")))
 
 
 def test_release_form_and_soft_targets():
     from pipeline.naw import naw_weight
-    from stage1_image_encoder.losses import jsd
+    from stage1_image_encoder.losses import nla_jsd
 
     torch.manual_seed(1)
     logits = torch.randn(4, 8, requires_grad=True)
@@ -160,7 +215,7 @@ def test_release_form_and_soft_targets():
     keep = target >= 0
     ce = torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="none")
     w = naw_weight(logits[keep].softmax(-1), target[keep], 0.3)
-    expected = 0.5 * ce.mean() + 0.5 * (w * ce).mean() + 0.4 * jsd(logits[keep], flip[keep])
+    expected = 0.5 * ce.mean() + 0.5 * (w * ce).mean() + 0.5 * nla_jsd(logits[keep], flip[keep])
     torch.testing.assert_close(loss, expected)
     soft = torch.zeros(4, 8)
     soft[:, 0], soft[:, 1] = 0.75, 0.25

@@ -87,12 +87,12 @@ def test_vnaw_loss_by_hand_frame_and_clip_targets():
     expected_clip = ((1 + w[0]) * -pbar[0, 4].log() + (1 + w[1]) * -pbar[1, 0].log()) / 2
     torch.testing.assert_close(clip_loss, expected_clip)
     # NAW off = plain CE; masked-out frames do not count
-    plain, w0 = vnaw_loss(logits, label, mask, 0.4, VNAWConfig(enabled=False))
+    plain, w0 = vnaw_loss(logits, label, mask, 0.4, VNAWConfig(enabled=False), target="frame")
     torch.testing.assert_close(plain, (ce0 + ce1) / 2)
     assert float(w0) == 0
     mask2 = mask.clone()
     mask2[0, 2] = False
-    part, _ = vnaw_loss(logits, label, mask2, 0.4, VNAWConfig(enabled=False))
+    part, _ = vnaw_loss(logits, label, mask2, 0.4, VNAWConfig(enabled=False), target="frame")
     torch.testing.assert_close(part, (-(p[0, 0, 4].log() + p[0, 1, 4].log()) / 2 + ce1) / 2)
     loss.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad[0, 3].abs().sum() == 0
@@ -104,7 +104,7 @@ def test_vnaw_class_weights_and_empty_clips():
     cw = torch.ones(8)
     cw[7] = 3.0
     loss, _ = vnaw_loss(logits, label, torch.ones(2, 3, dtype=torch.bool), 0.0,
-                        VNAWConfig(enabled=False), class_weights=cw)
+                        VNAWConfig(enabled=False), target="frame", class_weights=cw)
     assert float(loss) == pytest.approx(math.log(8))                # uniform p: CE = log 8 anyway
     none, _ = vnaw_loss(logits, torch.full((2, 3), -1), torch.ones(2, 3, dtype=torch.bool), 0.0,
                         VNAWConfig())
