@@ -31,7 +31,7 @@ SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "vid
 
 def decode_rate(paths: list[str], repeat: int = 3) -> float:
     """Best-of-``repeat`` crops/s of ``CropFiles`` items on one thread at the default img_size."""
-    from stage1_image_encoder.data import CropFiles
+    from stage1_image_encoder.loading import CropFiles
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)

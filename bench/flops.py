@@ -30,7 +30,7 @@ TINY = ["stage1.model.name=swin_tiny_patch4_window7_224", "stage1.model.img_size
 
 def encoder_flops(overrides: list[str], batch: int = 2) -> tuple[float, str, int]:
     """Forward FLOPs per crop of the stage-1 encoder's embedding path."""
-    from stage1_image_encoder.main import encoder_from
+    from stage1_image_encoder import load_encoder as encoder_from
     from stage1_image_encoder.model import embed
 
     model, mcfg = encoder_from(load_config(overrides=overrides))

@@ -59,10 +59,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("stage1.json"))
     args = p.parse_args(argv)
 
-    from stage1_image_encoder.data import BatchNormalizer, crop_tensor
+    from stage1_image_encoder.loading import BatchNormalizer, crop_tensor
     from pipeline.manifest import read_manifest
     from stage1_image_encoder.embed import embed_manifest
-    from stage1_image_encoder.main import encoder_from
+    from stage1_image_encoder import load_encoder as encoder_from
     from stage1_image_encoder.model import embed
 
     overrides = (TINY if args.model == "tiny" else []) + [

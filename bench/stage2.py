@@ -62,8 +62,8 @@ def clip_assembly(device, frames=100_000, dim=1024, clip_len=100, batch=64) -> l
 
 def step_speedup(backbone: str, device, clips: int, clip_len: int, repeat: int) -> list[dict]:
     """(a): cached training step vs backbone-in-the-loop step on the same clips."""
-    from stage1_image_encoder.data import BatchNormalizer, crop_tensor
-    from stage1_image_encoder.main import encoder_from
+    from stage1_image_encoder.loading import BatchNormalizer, crop_tensor
+    from stage1_image_encoder import load_encoder as encoder_from
     from stage1_image_encoder.model import embed
     from stage2_temporal.engine import build_model
     from stage2_temporal.losses import vnaw_loss

@@ -1,5 +1,5 @@
 """Pieces every command shares: ``--config`` + trailing ``key=value`` overrides, logging setup,
-and the one-line final summary."""
+the one-line final summary, and running a parsed command with the exit codes of SPEC §8."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pipeline.config import Config, load_config
+from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_USAGE, RunFailed, UsageError
 
 log = logging.getLogger("fer")
 
@@ -41,3 +42,29 @@ def setup_logging(level: str = "INFO") -> None:
 def summary(line: str) -> None:
     """The final one-line summary every command prints on stdout."""
     print(line, flush=True)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen handler: 0 success, 1 some inputs failed (``RunFailed``),
+    2 usage or config error (``UsageError``), 130 interrupted."""
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUTS_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def stage_main(prog: str, register, argv: list[str] | None = None) -> int:
+    """``python -m <stage package> ACTION ...``: the stage's own sub-commands, without the app."""
+    parser = argparse.ArgumentParser(prog=prog)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register(sub)
+    name = next(iter(sub.choices))
+    return run_command(parser, [name, *(sys.argv[1:] if argv is None else argv)])

@@ -27,8 +27,19 @@ def margin_crop(img: np.ndarray, box: np.ndarray, size: int, margin: float) -> n
                           borderMode=cv2.BORDER_REPLICATE)
 
 
+def align_face(img: np.ndarray, kps: np.ndarray, size: int) -> np.ndarray:
+    """ArcFace 5-point similarity alignment (insightface ``norm_crop``) of a BGR image to a
+    ``size`` x ``size`` crop. ``norm_crop`` itself takes multiples of 112 or 128; other sizes
+    are resized from the 112 crop."""
+    native = size % 112 == 0 or size % 128 == 0
+    crop = norm_crop(img, np.asarray(kps, np.float32).reshape(5, 2), image_size=size if native else 112)
+    if not native:
+        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    return crop
+
+
 def crop_face(img: np.ndarray, box: np.ndarray, kps: np.ndarray, cfg: AlignConfig) -> np.ndarray:
     """(H, W, 3) BGR frame -> (size, size, 3) aligned face crop."""
     if cfg.mode == "five_point":
-        return norm_crop(img, np.asarray(kps, np.float32).reshape(5, 2), image_size=cfg.size)
+        return align_face(img, kps, cfg.size)
     return margin_crop(img, box, cfg.size, cfg.margin)

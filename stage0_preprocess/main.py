@@ -18,11 +18,7 @@ import logging
 from pathlib import Path
 
 from pipeline.cliutil import add_config_args, resolve_config, summary
-from pipeline.config import Config
-from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
-from pipeline.io import atomic_write
-from pipeline.manifest import write_manifest
-from pipeline.runs import init_run_dir
+from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ing.set_defaults(handler=ingest_command)
 
 
-def run_ingest(root: str | Path, out: str | Path, cfg: Config):
-    from stage0_preprocess.affwild2 import ingest
-
-    out = Path(out)
-    result = ingest(root, cfg)
-    init_run_dir(out, cfg, "stage0")
-    manifest = write_manifest(out / "manifest.parquet", result.frames)
-    atomic_write(out / "summary.csv", lambda p: result.summary.to_csv(p, index=False))
-    return result, manifest
-
-
 def ingest_command(args: argparse.Namespace) -> int:
+    from stage0_preprocess.api import ingest_affwild2
+
     cfg = resolve_config(args)
-    result, manifest = run_ingest(args.affwild2, args.out, cfg)
+    result, manifest = ingest_affwild2(args.affwild2, args.out, cfg)
     ok = result.summary[result.summary.status == "ok"]
     frames = int(ok.frames.sum()) if len(ok) else 0
     faces = int(ok.face_frames.sum()) if len(ok) else 0
@@ -79,34 +66,16 @@ def _split_overrides(args: argparse.Namespace) -> None:
         args.overrides = extra + list(args.overrides)
 
 
-def run_stage0(args_videos, affwild2, out: Path, cfg: Config, shard=None):
-    from stage0_preprocess.run import (find_videos, jobs_for_affwild2, jobs_for_videos,
-                                       parse_shard, run_jobs, select_shard)
-
-    shard = parse_shard(shard)
-    missing = []
-    if affwild2:
-        jobs, missing = jobs_for_affwild2(affwild2)
-    else:
-        jobs = jobs_for_videos(find_videos(args_videos))
-    if not jobs:
-        raise UsageError("no videos to process")
-    jobs = select_shard(jobs, shard)
-    init_run_dir(out, cfg, "stage0")
-    suffix = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
-    result = run_jobs(jobs, out, cfg, suffix)
-    for m in missing:
-        log.error("skipped %s", m)
-    return result, missing
-
-
 def run_command(args: argparse.Namespace) -> int:
     _split_overrides(args)
     cfg = resolve_config(args)
     if args.jobs:
         cfg = cfg.model_copy(update={"stage0": cfg.stage0.model_copy(update={
             "parallel": cfg.stage0.parallel.model_copy(update={"jobs": args.jobs})})})
-    result, missing = run_stage0(args.videos, args.affwild2, Path(args.out), cfg, args.shard)
+    from stage0_preprocess.api import run_videos
+
+    result, missing = run_videos(args.videos, Path(args.out), cfg, affwild2=args.affwild2,
+                                 shard=args.shard)
     ok = [o for o in result.outcomes if o.status != "failed"]
     frames = sum(o.frames for o in ok)
     faces = sum(o.face_frames for o in ok)
@@ -118,9 +87,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def merge_command(args: argparse.Namespace) -> int:
-    from stage0_preprocess.run import merge_all
+    from stage0_preprocess.api import merge_shards
 
     resolve_config(args)
-    result = merge_all(Path(args.out))
+    result = merge_shards(Path(args.out))
     summary(f"stage0 merge: {len(result.outcomes)} video(s) -> {result.manifest}")
     return EXIT_OK

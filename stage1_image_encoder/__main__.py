@@ -1,6 +1,7 @@
 """``python -m stage1_image_encoder ACTION ...`` = ``fer-pipeline stage1 ACTION ...``."""
 import sys
 
-from pipeline.cli import main
+from pipeline.cliutil import stage_main
+from stage1_image_encoder.main import register
 
-sys.exit(main(["stage1", *sys.argv[1:]]))
+sys.exit(stage_main("python -m stage1_image_encoder", register))

@@ -24,7 +24,7 @@ from pipeline.io import write_text
 from pipeline.progress import progress
 from pipeline.runs import git_sha
 from pipeline.store import EmbeddingStore
-from stage1_image_encoder.data import BatchNormalizer, CropFiles
+from stage1_image_encoder.loading import BatchNormalizer, CropFiles
 from stage1_image_encoder.model import embed, encoder_key, preprocessing
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from pipeline.metrics import F1Report, confusion
 from pipeline.optim import adamw_warmup_cosine, optimizer_step
 from pipeline.plots import plot_curves
 from pipeline.progress import progress
-from stage1_image_encoder.data import LabelledImages
-from stage1_image_encoder.datasets import ImageList, build_image_sets
+from stage1_image_encoder.loading import LabelledImages
+from stage1_image_encoder.sources import ImageList, build_image_sets
 from stage1_image_encoder.losses import nla_loss
 from stage1_image_encoder.model import build_encoder
 

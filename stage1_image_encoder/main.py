@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
-
-import torch
 
 from pipeline import distributed
 from pipeline.cliutil import add_config_args, resolve_config, summary
-from pipeline.config import Config, load_config
 from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
-from pipeline.manifest import read_manifest
-from pipeline.io import write_json
-from pipeline.runs import default_run_dir, init_run_dir, setup_rank
+from pipeline.runs import default_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -47,59 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     emb.set_defaults(handler=embed_command)
 
 
-def encoder_from(cfg: Config, run_dir: str | Path | None = None):
-    """(model, model config) from a stage-1 run dir, or from ``cfg.stage1.model``."""
-    from stage1_image_encoder.model import build_encoder
-
-    if run_dir is None:
-        torch.manual_seed(cfg.seed)
-        return build_encoder(cfg.stage1.model), cfg.stage1.model
-    run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoint.safetensors"
-    if not ckpt.is_file():
-        raise UsageError(f"{run_dir}: no checkpoint.safetensors (not a finished stage-1 run)")
-    mcfg = load_config([run_dir / "config.yaml"], base=None).stage1.model
-    return build_encoder(mcfg, checkpoint=ckpt), mcfg
-
-
-def run_embed(manifest_path: str | Path, cfg: Config, run_dir=None, store: str | Path | None = None):
-    from stage1_image_encoder.embed import embed_manifest
-    from stage1_image_encoder.model import encoder_key
-
-    dist, device = setup_rank(cfg)
-    manifest = read_manifest(manifest_path)
-    model, mcfg = encoder_from(cfg, run_dir)
-    cfg = cfg.model_copy(update={"stage1": cfg.stage1.model_copy(update={"model": mcfg})})
-    key = encoder_key(model, mcfg)
-    store = Path(store) if store else Path(cfg.artifacts_dir) / "embeddings" / key
-    log.info("encoder %s (key %s, dim %d) -> %s", mcfg.name, key, model.num_features, store)
-    return embed_manifest(manifest, model, cfg, store, device, encoder_run=run_dir)
-
-
-def run_pretrain(cfg: Config, run_dir: str | Path, resume: bool = False):
-    from stage1_image_encoder.engine import pretrain
-
-    dist, device = setup_rank(cfg)
-    run_dir = Path(run_dir)
-    if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise UsageError(f"{run_dir}: not a stage-1 run to resume")
-        cfg = load_config([run_dir / "config.yaml"], base=None)
-    elif dist.primary:
-        init_run_dir(run_dir, cfg, "stage1")
-    distributed.barrier()
-    result = pretrain(cfg, run_dir, device, resume=resume)
-    if dist.primary:
-        write_json(run_dir / "result.json", {
-            "val_acc": result.val_acc, "val_macro_f1_present_classes": result.val_macro_f1,
-            "train_images": result.train_images, "val_images": result.val_images,
-            "ranks": dist.world_size})
-    return result
-
-
 def _train_worker(args: argparse.Namespace) -> None:
+    from stage1_image_encoder.api import train
+
     cfg = resolve_config(args)
-    res = run_pretrain(cfg, args.out, args.resume)
+    res = train(cfg, args.out, args.resume)
     if distributed.is_primary():
         acc = "n/a" if res.val_acc is None else f"{100 * res.val_acc:.1f}%"
         summary(f"stage1 train: {res.train_images} images, val accuracy {acc} on "
@@ -121,8 +67,10 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def embed_command(args: argparse.Namespace) -> int:
+    from stage1_image_encoder.api import embed_manifest
+
     cfg = resolve_config(args)
-    res = run_embed(args.manifest, cfg, args.run, args.store)
+    res = embed_manifest(args.manifest, cfg, args.run, args.store)
     parts = distributed.all_gather_objects(
         (len(res.written), len(res.skipped), list(res.failures), res.frames))
     written = sum(p[0] for p in parts)

@@ -68,7 +68,7 @@ def _report_lines(res) -> None:
 
 def _train_worker(args: argparse.Namespace) -> None:
     from stage2_temporal.engine import NonFiniteLoss
-    from stage2_temporal.train import train
+    from stage2_temporal.api import train
 
     cfg = resolve_config(args)
     try:
@@ -107,7 +107,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from stage2_temporal.train import evaluate_run
+    from stage2_temporal.api import evaluate_run
 
     resolve_config(args)
     res = evaluate_run(args.run, args.store)
@@ -121,7 +121,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
 def kfold_command(args: argparse.Namespace) -> int:
     from pipeline.metrics import to_markdown
-    from stage2_temporal.train import kfold
+    from stage2_temporal.api import kfold
 
     cfg = resolve_config(args)
     table, _ = kfold(args.store, args.out, cfg, args.folds)
@@ -133,7 +133,7 @@ def kfold_command(args: argparse.Namespace) -> int:
 
 def ablate_command(args: argparse.Namespace) -> int:
     from pipeline.metrics import to_markdown
-    from stage2_temporal.train import ablate
+    from stage2_temporal.api import ablate
 
     cfg = resolve_config(args)
     table = ablate(args.store, args.out, cfg, args.seeds)
@@ -144,7 +144,7 @@ def ablate_command(args: argparse.Namespace) -> int:
 
 def heads_command(args: argparse.Namespace) -> int:
     from pipeline.metrics import to_markdown
-    from stage2_temporal.train import HEADS_ROWS, compare_heads
+    from stage2_temporal.api import HEADS_ROWS, compare_heads
 
     cfg = resolve_config(args)
     table = compare_heads(args.store, args.out, cfg, args.seeds)

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.cli import main
-from pipeline.commands.inspect import PAD, PROJECTION_DPI, PROJECTION_SIZE_IN, TILE, strip_size
+from pipeline.app.cli import main
+from pipeline.app.commands.inspect import PAD, PROJECTION_DPI, PROJECTION_SIZE_IN, TILE, strip_size
 from pipeline.labels import CLASSES
 from pipeline.manifest import empty_rows, write_manifest
 from pipeline.store import EmbeddingStore

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 from pipeline.io import append_jsonl, write_json, write_text
 from pipeline.metrics import F1Report
-from stage2_temporal.train import f1_row
+from stage2_temporal.protocols import f1_row
 from tests.conftest import make_store
 from tests.test_stage2_train import SMALL
 

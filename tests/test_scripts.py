@@ -146,7 +146,7 @@ def test_stage0_array_tasks_then_merge(tmp_path, shared_assets):
 @pytest.mark.slow
 def test_stage1_embed_script_runs_its_torchrun_line_with_two_ranks(affwild2_tree, tmp_path):
     from pipeline.config import load_config
-    from stage0_preprocess.main import run_ingest
+    from stage0_preprocess import ingest_affwild2 as run_ingest
 
     _, manifest = run_ingest(affwild2_tree, tmp_path / "s0", load_config())
     store = tmp_path / "store"

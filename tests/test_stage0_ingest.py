@@ -10,7 +10,7 @@ from pipeline.config import load_config
 from pipeline.errors import InputError
 from pipeline.manifest import COLUMNS, read_manifest
 from stage0_preprocess.annotations import parse_expr_annotation, write_expr_annotation
-from stage0_preprocess.main import run_ingest
+from stage0_preprocess import ingest_affwild2 as run_ingest
 from tests.conftest import make_affwild2
 
 HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other\n"

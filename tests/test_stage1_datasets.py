@@ -11,8 +11,8 @@ import torch
 from pipeline import labels as L
 from pipeline.config import AugmentConfig, DataSource, EncoderModelConfig
 from pipeline.errors import UsageError
-from stage1_image_encoder import datasets as D
-from stage1_image_encoder.data import LabelledImages, crop_box
+from stage1_image_encoder import sources as D
+from stage1_image_encoder.loading import LabelledImages, crop_box
 from tests.test_stage1_pretrain import make_rafdb
 
 FER_NEW_HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
@@ -144,7 +144,7 @@ def test_ferplus_cache_built_once_then_reused(tmp_path, monkeypatch):
 
     def no_write(*a, **k):
         raise AssertionError("cache rewritten")
-    monkeypatch.setattr(D.cv2, "imwrite", no_write)
+    monkeypatch.setattr(cv2, "imwrite", no_write)
     again = D.ferplus(root, "train")
     test = D.ferplus(root, "test")
     assert again.paths == first.paths and again.labels == first.labels and len(test) == 2
@@ -182,7 +182,7 @@ def test_ferplus_cache_falls_back_to_user_cache_dir(tmp_path, monkeypatch):
     root = make_ferplus(tmp_path / "FERPlus")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     real_access = os.access
-    monkeypatch.setattr(D.os, "access", lambda p, mode: False if str(p).startswith(str(root))
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(str(root))
                         else real_access(p, mode))
     out = D.ferplus(root, "train")
     assert all(p.startswith(str(tmp_path / "xdg" / "fer_pipeline" / "ferplus")) for p in out.paths)

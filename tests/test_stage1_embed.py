@@ -7,8 +7,8 @@ from pipeline.config import load_config
 from pipeline.errors import UsageError
 from pipeline.manifest import read_manifest
 from pipeline.store import EmbeddingStore, StoreKeyError
-from stage0_preprocess.main import run_ingest
-from stage1_image_encoder.main import encoder_from, run_embed
+from stage0_preprocess import ingest_affwild2 as run_ingest
+from stage1_image_encoder import embed_manifest as run_embed, load_encoder as encoder_from
 from stage1_image_encoder.model import build_encoder, embed, encoder_key
 from tests.conftest import TINY_SWIN
 

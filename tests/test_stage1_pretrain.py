@@ -9,7 +9,7 @@ import torch
 from pipeline import labels as L
 from pipeline.config import DataSource, NLAConfig, load_config
 from pipeline.errors import UsageError
-from stage1_image_encoder.datasets import build_image_sets, folder, rafdb
+from stage1_image_encoder.sources import build_image_sets, folder, rafdb
 from stage1_image_encoder.losses import nla_loss
 from tests.conftest import TINY_SWIN
 
@@ -170,7 +170,7 @@ def test_pretrain_then_embed_with_the_run(tmp_path, affwild2_tree):
     assert [r["epoch"] for r in rows] == [0, 1] and all("val_acc" in r for r in rows)
     assert "stage1 train: 21 images" in proc.stdout
 
-    from stage0_preprocess.main import run_ingest
+    from stage0_preprocess import ingest_affwild2 as run_ingest
 
     _, manifest = run_ingest(affwild2_tree, tmp_path / "s0", load_config())
     emb = subprocess.run([sys.executable, "-m", "pipeline", "stage1", "embed", "--manifest",
@@ -178,7 +178,7 @@ def test_pretrain_then_embed_with_the_run(tmp_path, affwild2_tree):
                           "stage1.embed.workers=0"], capture_output=True, text=True)
     assert emb.returncode == 0, emb.stderr[-2000:]
     from pipeline.store import EmbeddingStore
-    from stage1_image_encoder.main import encoder_from
+    from stage1_image_encoder import load_encoder as encoder_from
     from stage1_image_encoder.model import encoder_key
 
     model, mcfg = encoder_from(load_config(), run)

@@ -13,7 +13,7 @@ from pipeline.metrics import confusion
 from stage2_temporal.data import TemporalCache
 from stage2_temporal.evaluate import evaluate
 from stage2_temporal.heads import decide, probs8
-from stage2_temporal.train import HEADS_ROWS
+from stage2_temporal import HEADS_ROWS
 from tests.conftest import make_store
 from tests.test_stage2_train import SMALL, cli
 

@@ -134,7 +134,7 @@ def test_resume_matches_an_uninterrupted_run(store, tmp_path):
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(store, tmp_path, monkeypatch):
     import stage2_temporal.engine as E
-    from stage2_temporal.train import train
+    from stage2_temporal import train
 
     real = E.vnaw_loss
     calls = {"n": 0}

@@ -13,7 +13,7 @@ from stage2_temporal.augment import TokenAugment, channel_masks, drop_tokens
 from stage2_temporal.evaluate import interpolate_no_face, postprocess, smooth
 from stage2_temporal.heads import decide, frame_ce, probs8
 from stage2_temporal.losses import balanced_class_weights, clip_majority, vnaw_loss
-from stage2_temporal.train import kfold_split
+from stage2_temporal.splits import kfold_split
 
 
 # ------------------------------------------------------------------ augmentation

@@ -2,7 +2,7 @@
 as real mp4 videos with Aff-Wild2 (ABAW EXPR) annotations and aligned crops, plus a RAF-DB
 still-image set, so the whole pipeline runs with no downloads.
 
-    from pipeline.synth import generate
+    from pipeline.app.synth import generate
     summary = generate(cfg.synth, Path("artifacts/synth"), seed=0)
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pipeline.progress import progress
 
 from pipeline.config import SynthConfig
 from pipeline.labels import CLASSES, IGNORE
-from pipeline.synth.plan import TRAIN, VAL, plan_videos
-from pipeline.synth.writer import (CONTACT_SHEET, clear_previous, write_contact_sheet,
+from pipeline.app.synth.plan import TRAIN, VAL, plan_videos
+from pipeline.app.synth.writer import (CONTACT_SHEET, clear_previous, write_contact_sheet,
                                    write_stills, write_summary, write_video)
 
 __all__ = ["generate"]

@@ -16,7 +16,7 @@ re-run (each stage skips complete videos), so an interrupted batch resumes.
 
 Python API with the same behaviour::
 
-    from pipeline.commands.predict import Predictor
+    from pipeline.app.commands.predict import Predictor
     df = Predictor.from_run("artifacts/runs/stage2/xyz").predict_video("clip.mp4")
 """
 from __future__ import annotations
@@ -65,9 +65,8 @@ class PredictResult:
 
 def _encoder_for(info: dict, run_dir: Path, encoder_run: str | Path | None, cfg: Config):
     """The stage-1 encoder a stage-2 run was trained on; checked by encoder key and dim."""
+    import stage1_image_encoder as stage1
     from pipeline.store import EmbeddingStore
-    from stage1_image_encoder.main import encoder_from
-    from stage1_image_encoder.model import encoder_key
 
     source = encoder_run or info.get("encoder_run")
     if source is None and info.get("store") and Path(info["store"]).is_dir():
@@ -76,11 +75,11 @@ def _encoder_for(info: dict, run_dir: Path, encoder_run: str | Path | None, cfg:
         raise UsageError(f"{run_dir}: its encoder run {source} is not there; pass --encoder-run DIR")
     # no recorded stage-1 run: the store was embedded by the config's encoder (seeded init or
     # stage1.model.pretrained), which the key check below confirms or refutes
-    model, mcfg = encoder_from(cfg, source)
+    model, mcfg = stage1.load_encoder(cfg, source)
     if int(model.num_features) != int(info["in_dim"]):
         raise UsageError(f"{run_dir}: encoder gives {model.num_features}-dim embeddings, the model "
                          f"takes {info['in_dim']}")
-    key = encoder_key(model, mcfg)
+    key = stage1.encoder_key(model, mcfg)
     if key != info["encoder_key"]:
         hint = "" if source else " (the run records no stage-1 run; pass --encoder-run DIR)"
         raise UsageError(f"{run_dir}: encoder {source or mcfg.name} has key {key}, the run was "
@@ -94,12 +93,12 @@ class Predictor:
     def __init__(self, run_dir: str | Path, encoder_run: str | Path | None = None,
                  config_files: list[str | Path] | None = None, overrides: list[str] | None = None,
                  smooth_window: int | None = None):
-        from stage2_temporal.train import load_run_model
+        import stage2_temporal as stage2
 
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise UsageError(f"{self.run_dir}: no such run directory")
-        self.model, run_cfg, self.info, _ = load_run_model(self.run_dir)
+        self.model, run_cfg, self.info, _ = stage2.load_model(self.run_dir)
         # the run's resolved config (stage-0 and stage-2 settings it was made with), then the
         # caller's layers
         self.cfg = load_config([self.run_dir / "config.yaml", *(config_files or [])], overrides,
@@ -132,28 +131,27 @@ class Predictor:
         return res.videos[0].frames
 
     def predict(self, paths: list[str | Path], out: str | Path, write: bool = True) -> PredictResult:
-        from stage0_preprocess.run import find_videos, jobs_for_videos, run_jobs
-        from stage1_image_encoder.embed import embed_manifest
-        from stage1_image_encoder.model import encoder_key
+        import stage0_preprocess as stage0
+        import stage1_image_encoder as stage1
 
         out = Path(out)
         work = out / "work"
-        videos = find_videos(paths)
+        videos = stage0.find_videos(paths)
         if not videos:
             raise UsageError("no videos given")
-        jobs = jobs_for_videos(videos)
-        log.info("predict: %d video(s) -> %s (stage 0, encoder, %s)", len(jobs), out, self.run_dir)
-        s0 = run_jobs(jobs, work / "stage0", self.cfg)
+        log.info("predict: %d video(s) -> %s (stage 0, encoder, %s)", len(videos), out, self.run_dir)
+        s0, _ = stage0.run_videos(videos, work / "stage0", self.cfg, record_run=False)
         failures = [o.error for o in s0.failed]
         ok = [o for o in s0.outcomes if o.status != "failed"]
         if not ok:
             return PredictResult([], failures, out)
         manifest = read_manifest(s0.manifest)
-        key = encoder_key(self.encoder, self.cfg.stage1.model)
-        emb = embed_manifest(manifest, self.encoder, self.cfg, work / "embeddings" / key, self.device)
+        key = stage1.encoder_key(self.encoder, self.cfg.stage1.model)
+        emb = stage1.embed_frames(manifest, self.encoder, self.cfg, work / "embeddings" / key,
+                                    self.device)
         failures += emb.failures
         results = []
-        by_name = {j.tracks[0].name: j.path for j in jobs}
+        by_name = {Path(v).stem: str(v) for v in videos}     # stage 0 names videos by stem
         for o in ok:
             if o.name not in emb.written and o.name not in emb.skipped:
                 continue
@@ -170,27 +168,21 @@ class Predictor:
 
     # ------------------------------------------------------------------ internals
     def _frames(self, store_path: Path, name: str, manifest: pd.DataFrame) -> pd.DataFrame:
+        import stage2_temporal as stage2
         from pipeline.store import EmbeddingStore
-        from stage2_temporal.data import TemporalCache
-        from stage2_temporal.evaluate import interpolate_no_face, predict_probs, smooth
-        from stage2_temporal.engine import eval_stride
-        from stage2_temporal.heads import decide, decision_rule
 
         loaded = EmbeddingStore.open(store_path).load([name])
-        cache = TemporalCache.from_store(loaded, self.device)
-        clip_len = self.cfg.stage2.data.clip_len
-        raw = predict_probs(self.model, cache, clip_len, eval_stride(self.cfg)).numpy()
         face = loaded.face.astype(bool)
-        probs = interpolate_no_face(raw, face)
-        smoothed = smooth(probs, self.smooth_window)
+        probs = stage2.predict_video(self.model, loaded, self.cfg, self.device)
+        smoothed = stage2.smooth(probs, self.smooth_window)
         rows = manifest[manifest["video"] == name].sort_values("frame")
         df = pd.DataFrame({"frame": rows["frame"].to_numpy(), "time_s": rows["time_s"].to_numpy(),
                            "has_face": face})
         for k, c in enumerate(PROB_COLUMNS):
             df[c] = probs[:, k].astype(np.float32)
-        rule = decision_rule(self.cfg.stage2.model)      # cfcsp: the run's cascade; flat: argmax
-        df["label"] = decide(probs, rule)
-        df["smoothed_label"] = decide(smoothed, rule)
+        # cfcsp: the run's cascade; flat: argmax
+        df["label"] = stage2.decide(probs, self.cfg)
+        df["smoothed_label"] = stage2.decide(smoothed, self.cfg)
         df["label_name"] = [CLASSES[i] for i in df["label"]]
         return df
 

@@ -1,21 +1,6 @@
-"""Labelled still-image sets for encoder pretraining, in their official on-disk layouts, each
-mapped to the 8 Aff-Wild2 ids by ``pipeline.labels``.
-
-An adapter reads one split (``train`` or ``test``) of one source and returns ``(paths, labels)``
-or, when it has more to say, a ``SourceImages`` with soft targets and/or face boxes.
-``build_image_sets`` mixes the configured sources with per-source sampling weights.
-
-Splits per format:
-
-- ``rafdb``: the ``train_*`` / ``test_*`` rows of ``list_patition_label.txt``.
-- ``folder``: ``<root>/train`` / ``<root>/test`` (or ``val``, ``validation``).
-- ``ferplus``: FER2013 ``Training`` / ``PublicTest``. ``PrivateTest`` is never read here: it is
-  left untouched for final testing.
-- ``affectnet``: ``training.csv`` / ``validation.csv`` (AffectNet's test set is not public).
-
-Images labelled "no class" (FERPlus unknown / not-a-face majority, AffectNet Uncertain /
-Non-Face, and None with ``none_to_other: false``) are left out of the lists altogether.
-"""
+"""FERPlus: ``fer2013.csv`` + ``fer2013new.csv`` (decoded once into a PNG cache), or the
+``FER2013Train`` / ``FER2013Valid`` folders of Microsoft's ``generate_training_data.py``, with the
+FER+ paper's label modes."""
 from __future__ import annotations
 
 import csv
@@ -30,123 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.config import DataSource
 from pipeline.errors import UsageError
-from pipeline.labels import (FERPLUS_VOTE_COLUMNS, IGNORE, NUM_CLASSES, affectnet_to_id,
-                             ferplus_majority, ferplus_plurality, ferplus_soft, ferplus_vote_sample,
-                             folder_to_id, rafdb_to_id)
+from pipeline.labels import (FERPLUS_VOTE_COLUMNS, IGNORE, NUM_CLASSES, ferplus_majority,
+                             ferplus_plurality, ferplus_soft, ferplus_vote_sample)
+from stage1_image_encoder.sources.common import SourceImages, csv_rows, header_index, require_file
 
 log = logging.getLogger(__name__)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-@dataclass
-class ImageList:
-    paths: list[str]
-    labels: np.ndarray        # (N,) int64 8-class ids
-    source: np.ndarray        # (N,) int64 index of the source each image came from
-    # (N, 8) float32 soft targets, each row summing to 1; sources without soft labels get the
-    # one-hot row of their hard label. None when no configured source has soft labels.
-    soft: np.ndarray | None = None
-    # (N, 4) float32 face boxes x, y, w, h in pixels of the stored image, cropped before any
-    # transform; a NaN row means "use the whole image". None when no source has boxes.
-    boxes: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-@dataclass
-class SourceImages:
-    """One split of one source, as an adapter with extras returns it."""
-    paths: list[str]
-    labels: list[int]
-    soft: np.ndarray | None = None     # (N, 8) float32, or None
-    boxes: np.ndarray | None = None    # (N, 4) float32 x, y, w, h, or None
-    skipped: int = 0                   # rows left out as data errors (named in the log)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-def rafdb(root: Path, split: str) -> tuple[list[str], list[int]]:
-    """RAF-DB basic: ``basic/EmoLabel/list_patition_label.txt`` (``train_00001.jpg 5``, ids 1..7)
-    with aligned images ``basic/Image/aligned/train_00001_aligned.jpg``."""
-    base = root / "basic" if (root / "basic").is_dir() else root
-    listing = base / "EmoLabel" / "list_patition_label.txt"
-    if not listing.is_file():
-        raise UsageError(f"RAF-DB source {root}: {listing} not found")
-    prefix = "train" if split == "train" else "test"
-    paths, labels = [], []
-    for lineno, line in enumerate(listing.read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2 or not parts[1].isdigit():
-            raise UsageError(f"{listing}: line {lineno} is not '<image> <label 1..7>': {line[:60]!r}")
-        name, raf = parts
-        if not name.startswith(prefix):
-            continue
-        try:
-            cid = rafdb_to_id(int(raf))
-        except ValueError as e:
-            raise UsageError(f"{listing}: line {lineno}: {e}") from None
-        stem = Path(name).stem
-        paths.append(str(base / "Image" / "aligned" / f"{stem}_aligned.jpg"))
-        labels.append(cid)
-    return paths, labels
-
-
-def folder(root: Path, split: str, class_map: dict[str, int] | None) -> tuple[list[str], list[int]]:
-    """``<root>/<split>/<class>/*.jpg`` (split ``test`` also found as ``val``)."""
-    names = ["train"] if split == "train" else ["test", "val", "validation"]
-    split_dir = next((root / n for n in names if (root / n).is_dir()), None)
-    if split_dir is None:
-        raise UsageError(f"folder source {root}: no {'/'.join(names)} sub-folder")
-    paths, labels = [], []
-    for cls_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        try:
-            cid = folder_to_id(cls_dir.name, class_map)
-        except (KeyError, ValueError) as e:
-            raise UsageError(f"folder source {cls_dir}: {e}") from None
-        if cid == IGNORE:
-            continue
-        for f in sorted(cls_dir.iterdir()):
-            if f.suffix.lower() in IMAGE_EXTENSIONS:
-                paths.append(str(f))
-                labels.append(cid)
-    return paths, labels
-
-
-# --------------------------------------------------------------------------------- CSV helpers
-def _csv_rows(path: Path):
-    """(line number, fields) for every non-blank row of a CSV file after its header, plus the
-    stripped header itself as the first item."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        yield 1, [h.strip() for h in header] if header else []
-        for row in reader:
-            if row and any(v.strip() for v in row):
-                yield reader.line_num, row
-
-
-def _header_index(path: Path, header: list[str], expected: tuple[str, ...]) -> dict[str, int]:
-    """Column positions of ``expected`` in ``header`` (any order, extra columns allowed)."""
-    missing = [c for c in expected if c not in header]
-    if missing:
-        raise UsageError(f"{path}: line 1: header must have the columns {','.join(expected)}"
-                         f" (missing {','.join(missing)}; got {','.join(header)[:120]!r})")
-    return {c: header.index(c) for c in expected}
-
-
-def _require_file(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise UsageError(f"{what}: {path} not found")
-    return path
-
-
-# ---------------------------------------------------------------------------------------- FERPlus
 FER2013_COLUMNS = ("emotion", "pixels", "Usage")
 FERPLUS_COLUMNS = ("Usage", "Image name") + FERPLUS_VOTE_COLUMNS
 FER_USAGES = ("Training", "PublicTest", "PrivateTest")
@@ -178,9 +54,9 @@ def _parse_votes(path: Path, line: int, values: list[str]) -> np.ndarray:
 
 def _read_ferplus_votes(path: Path) -> list[_VoteRow]:
     """Every row of a fer2013new.csv-format file (including rows without an image name)."""
-    rows = _csv_rows(path)
+    rows = csv_rows(path)
     _, header = next(rows)
-    col = _header_index(path, header, FERPLUS_COLUMNS)
+    col = header_index(path, header, FERPLUS_COLUMNS)
     out = []
     for line, row in rows:
         if len(row) < len(header):
@@ -239,9 +115,9 @@ def _materialise_fer2013(fer_csv: Path, new_csv: Path, final: Path) -> None:
         for usage in FER_USAGES:
             (tmp / usage).mkdir()
         index = []
-        rows = _csv_rows(fer_csv)
+        rows = csv_rows(fer_csv)
         _, header = next(rows)
-        col = _header_index(fer_csv, header, FER2013_COLUMNS)
+        col = header_index(fer_csv, header, FER2013_COLUMNS)
         k = 0
         for line, row in rows:
             if k >= len(new_rows):
@@ -295,8 +171,8 @@ def _materialise_fer2013(fer_csv: Path, new_csv: Path, final: Path) -> None:
 def fer2013_cache(root: Path) -> Path:
     """Folder holding ``<Usage>/<Image name>`` PNGs decoded from ``fer2013.csv`` and the
     ``index.csv`` vote table, built on first use and reused while both CSVs are unchanged."""
-    fer_csv = _require_file(root / "fer2013.csv", f"FERPlus source {root}")
-    new_csv = _require_file(root / "fer2013new.csv", f"FERPlus source {root}")
+    fer_csv = require_file(root / "fer2013.csv", f"FERPlus source {root}")
+    new_csv = require_file(root / "fer2013new.csv", f"FERPlus source {root}")
     key = _fer_cache_key(fer_csv, new_csv)
     parents = _fer_cache_parents(root)
     for parent in parents:
@@ -411,7 +287,7 @@ def ferplus(root: Path, split: str, label_mode: str = "majority", sample_seed: i
         raise ValueError(f"split must be train or test, got {split!r}")
     if not (root / "fer2013.csv").is_file() and (root / FERPLUS_GENERATED["train"] / "label.csv").is_file():
         folder_dir = root / FERPLUS_GENERATED[split]
-        label_csv = _require_file(folder_dir / "label.csv", f"FERPlus source {root}")
+        label_csv = require_file(folder_dir / "label.csv", f"FERPlus source {root}")
         rows = _read_generated_labels(label_csv)
         out = _ferplus_select(rows, lambda r: folder_dir, label_mode, sample_seed, label_csv)
         if rows and not out.paths and out.skipped:
@@ -427,120 +303,3 @@ def ferplus(root: Path, split: str, label_mode: str = "majority", sample_seed: i
     rows = [r for r in _read_ferplus_votes(cache / FER_CACHE_INDEX) if r.usage == usage and r.name]
     return _ferplus_select(rows, lambda r: cache / r.usage, label_mode, sample_seed,
                            cache / FER_CACHE_INDEX)
-
-
-# -------------------------------------------------------------------------------------- AffectNet
-AFFECTNET_COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
-                     "facial_landmarks", "expression", "valence", "arousal")
-AFFECTNET_LISTS = {"train": "training.csv", "test": "validation.csv"}
-AFFECTNET_BOX = ("face_x", "face_y", "face_width", "face_height")
-
-
-def affectnet(root: Path, split: str, none_to_other: bool = True) -> SourceImages:
-    """AffectNet (manually annotated part): ``Manually_Annotated_file_lists/{training,
-    validation}.csv`` with images under ``Manually_Annotated_Images/<subDirectory_filePath>``.
-
-    Expression 0..10 is mapped by ``affectnet_to_id`` (Contempt -> Other; None -> Other, or
-    dropped with ``none_to_other=False``; Uncertain / Non-Face dropped). Each image comes with
-    its face box (face_x, face_y, face_width, face_height), cropped by the loader before any
-    resize or augmentation. Train = training.csv, test = validation.csv."""
-    if split not in AFFECTNET_LISTS:
-        raise ValueError(f"split must be train or test, got {split!r}")
-    path = _require_file(root / "Manually_Annotated_file_lists" / AFFECTNET_LISTS[split],
-                         f"AffectNet source {root}")
-    images = root / "Manually_Annotated_Images"
-    rows = _csv_rows(path)
-    _, header = next(rows)
-    col = _header_index(path, header, AFFECTNET_COLUMNS)
-    need = max(col[c] for c in ("subDirectory_filePath", "expression", *AFFECTNET_BOX)) + 1
-    paths, labels, boxes = [], [], []
-    dropped = 0
-    for line, row in rows:
-        if len(row) < need:
-            raise UsageError(f"{path}: line {line}: {len(row)} fields, expected {len(header)}")
-        raw = row[col["expression"]].strip()
-        try:
-            expr = int(raw)
-        except ValueError:
-            raise UsageError(f"{path}: line {line}: expression {raw!r} is not an integer 0..10") from None
-        if not 0 <= expr <= 10:
-            raise UsageError(f"{path}: line {line}: expression {expr} is outside 0..10")
-        cid = affectnet_to_id(expr, none_to_other)
-        if cid == IGNORE:
-            dropped += 1
-            continue
-        try:
-            box = [float(row[col[c]]) for c in AFFECTNET_BOX]
-        except ValueError:
-            raise UsageError(f"{path}: line {line}: face box"
-                             f" {','.join(row[col[c]] for c in AFFECTNET_BOX)!r} is not numeric") from None
-        paths.append(str(images / row[col["subDirectory_filePath"]].strip()))
-        labels.append(cid)
-        boxes.append(box)
-    if dropped:
-        log.info("AffectNet %s: %d images dropped (Uncertain / Non-Face%s)", path.name, dropped,
-                 "" if none_to_other else " / None")
-    return SourceImages(paths, labels, boxes=np.asarray(boxes, np.float32).reshape(-1, 4))
-
-
-# ----------------------------------------------------------------------------------------- mixing
-def read_source(src: DataSource, split: str) -> SourceImages:
-    root = Path(src.root)
-    if not root.is_dir():
-        raise UsageError(f"stage1 data source not found: {root}")
-    if src.format == "rafdb":
-        out = rafdb(root, split)
-    elif src.format == "ferplus":
-        out = ferplus(root, split, src.label_mode if split == "train" else "majority",
-                      src.sample_seed)
-    elif src.format == "affectnet":
-        out = affectnet(root, split, src.none_to_other)
-    else:
-        out = folder(root, split, src.class_map)
-    return out if isinstance(out, SourceImages) else SourceImages(*out)
-
-
-def _mix(parts: list[SourceImages]) -> ImageList:
-    paths = [p for part in parts for p in part.paths]
-    labels = np.asarray([y for part in parts for y in part.labels], np.int64)
-    owner = np.concatenate([np.full(len(part), i, np.int64) for i, part in enumerate(parts)]
-                           or [np.zeros(0, np.int64)])
-    soft = boxes = None
-    if any(part.soft is not None for part in parts):
-        blocks = []
-        for part in parts:
-            if part.soft is not None:
-                blocks.append(np.asarray(part.soft, np.float32).reshape(len(part), NUM_CLASSES))
-            else:
-                blocks.append(np.eye(NUM_CLASSES, dtype=np.float32)[np.asarray(part.labels, np.int64)]
-                              .reshape(len(part), NUM_CLASSES))
-        soft = np.concatenate(blocks)
-    if any(part.boxes is not None for part in parts):
-        boxes = np.concatenate([
-            np.asarray(part.boxes, np.float32).reshape(len(part), 4) if part.boxes is not None
-            else np.full((len(part), 4), np.nan, np.float32) for part in parts])
-    return ImageList(paths, labels, owner, soft, boxes)
-
-
-def build_image_sets(sources: list[DataSource]) -> tuple[ImageList, ImageList, np.ndarray]:
-    """(train list, test list, per-image sampling weights of the train list).
-
-    A source's weight is spread over its images, so with weights (2, 1) two thirds of the
-    draws come from the first source whatever the sizes. ``soft`` / ``boxes`` are filled when
-    at least one source provides them (one-hot rows / NaN boxes for the others)."""
-    if not sources:
-        raise UsageError("stage1.data.sources is empty: configure at least one image set")
-    lists = {}
-    for split in ("train", "test"):
-        parts = []
-        for i, src in enumerate(sources):
-            part = read_source(src, split)
-            log.info("source %d (%s, %s): %d %s images", i, src.format, src.root, len(part), split)
-            parts.append(part)
-        lists[split] = _mix(parts)
-    train = lists["train"]
-    if not len(train):
-        raise UsageError("stage1: the configured sources hold no training images")
-    counts = np.bincount(train.source, minlength=len(sources))
-    weights = np.asarray([sources[s].weight / counts[s] for s in train.source], np.float64)
-    return train, lists["test"], weights

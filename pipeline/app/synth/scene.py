@@ -12,10 +12,10 @@ import math
 import cv2
 import numpy as np
 
-from pipeline.synth.face import (AU, N_AU, Identity, Painter, Pose, apex_vector, draw_face,
+from pipeline.app.synth.face import (AU, N_AU, Identity, Painter, Pose, apex_vector, draw_face,
                                  ellipse_pts, face_landmarks, shade)
-from pipeline.synth.plan import (STREAM_MOTION, STREAM_SCENE, PersonPlan, VideoPlan, rng_for)
-from pipeline.synth.timeline import APPROACH_S, Timeline
+from pipeline.app.synth.plan import (STREAM_MOTION, STREAM_SCENE, PersonPlan, VideoPlan, rng_for)
+from pipeline.app.synth.timeline import APPROACH_S, Timeline
 
 HEAD_UNITS = 150.0     # skull top to chin, face units: sets the on-screen head size
 D_OCCLUDER = 45.0      # occluders float in front of the face (move most with yaw)

@@ -11,8 +11,8 @@ import numpy as np
 
 from pipeline.config import SynthConfig
 from pipeline.labels import ANGER, DISGUST, FEAR
-from pipeline.synth.face import Identity, random_identity
-from pipeline.synth.timeline import EXIT_MODES, EXPRESSIONS, Timeline, build_timeline
+from pipeline.app.synth.face import Identity, random_identity
+from pipeline.app.synth.timeline import EXIT_MODES, EXPRESSIONS, Timeline, build_timeline
 
 TRAIN, VAL = "Train_Set", "Validation_Set"
 NAME_PREFIX = "synth_"

@@ -52,14 +52,14 @@ def _pretrain_is_current(run_dir: Path, cfg: Config) -> bool:
 
 
 def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
+    import stage0_preprocess as stage0
+    import stage1_image_encoder as stage1
+    import stage2_temporal as stage2
+    from pipeline.app.commands.predict import Predictor
+    from pipeline.app.commands.report import write_report
+    from pipeline.app.synth import generate
     from pipeline.config import DataSource
-    from pipeline.synth import generate
-    from stage0_preprocess.main import run_ingest
-    from stage1_image_encoder.main import run_embed, run_pretrain
-    from pipeline.commands.predict import Predictor
-    from pipeline.commands.report import write_report
     from pipeline.manifest import read_manifest
-    from stage2_temporal.train import kfold, train
 
     out = out.resolve()
     data = out / "data"
@@ -84,18 +84,18 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
         log.info("[2/7] stage 1: pretrain the encoder on the still images")
         if s1_run.exists():
             shutil.rmtree(s1_run)
-        res1 = run_pretrain(cfg, s1_run)
+        res1 = stage1.train(cfg, s1_run)
         pre = {"val_acc": res1.val_acc, "val_images": res1.val_images}
     timings["stage1_pretrain_s"] = round(time.time() - t, 1)
 
     t = time.time()
     log.info("[3/7] stage 0: ingest the Aff-Wild2 layout")
-    ingest, manifest = run_ingest(data, out / "stage0", cfg)
+    ingest, manifest = stage0.ingest_affwild2(data, out / "stage0", cfg)
     timings["stage0_s"] = round(time.time() - t, 1)
 
     t = time.time()
     log.info("[4/7] stage 1: embed every crop with the pretrained encoder")
-    emb = run_embed(manifest, cfg, run_dir=s1_run)  # -> <out>/embeddings/<encoder-key>
+    emb = stage1.embed_manifest(manifest, cfg, run_dir=s1_run)  # -> <out>/embeddings/<encoder-key>
     timings["stage1_embed_s"] = round(time.time() - t, 1)
 
     t = time.time()
@@ -103,10 +103,10 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
              "%s", f" and {folds} random 7:3 video splits" if folds else "")
     stage2_dir = out / "runs" / "stage2"
     if folds:
-        table, runs = kfold(emb.store, stage2_dir, cfg, folds)
+        table, runs = stage2.kfold(emb.store, stage2_dir, cfg, folds)
         res = runs["official"]
     else:
-        table, res = None, train(emb.store, stage2_dir / "official", cfg)
+        table, res = None, stage2.train(emb.store, stage2_dir / "official", cfg)
     timings["stage2_s"] = round(time.time() - t, 1)
 
     t = time.time()
@@ -126,7 +126,7 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
 
 def _first_val_raw_video(data: Path, run_dir: Path) -> list[Path]:
     """The raw mp4 of the run's first validation video (a generated one), if present."""
-    from stage0_preprocess.affwild2 import raw_video_name
+    from stage0_preprocess import raw_video_name
 
     val = json.loads((run_dir / "stage2.json").read_text()).get("val_videos") or []
     raw = [data / "videos" / f"{raw_video_name(v)}.mp4" for v in val[:1]]

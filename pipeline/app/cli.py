@@ -8,8 +8,8 @@ import argparse
 import logging
 import sys
 
-from pipeline.cliutil import add_config_args, resolve_config, summary
-from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, EXIT_USAGE, RunFailed, UsageError
+from pipeline.cliutil import add_config_args, resolve_config, run_command, summary
+from pipeline.errors import EXIT_OK
 
 log = logging.getLogger("fer")
 
@@ -23,7 +23,7 @@ def _config_show(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline.synth import generate
+    from pipeline.app.synth import generate
 
     cfg = resolve_config(args)
     seed = cfg.seed if args.seed is None else args.seed
@@ -35,10 +35,10 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.commands import demo, inspect, predict, report
-    from stage0_preprocess import main as stage0
-    from stage1_image_encoder import main as stage1
-    from stage2_temporal import main as stage2
+    import stage0_preprocess as stage0
+    import stage1_image_encoder as stage1
+    import stage2_temporal as stage2
+    from pipeline.app.commands import demo, inspect, predict, report
 
     parser = argparse.ArgumentParser(
         prog="fer-pipeline", description="Video facial-expression recognition: stage 0 (faces) "
@@ -56,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=None, help="default: the config's seed")
     syn.set_defaults(handler=_synth)
 
-    stage0.register(sub)
-    stage1.register(sub)
-    stage2.register(sub)
+    stage0.register_cli(sub)
+    stage1.register_cli(sub)
+    stage2.register_cli(sub)
     demo.register(sub)
     predict.register(sub)
     inspect.register(sub)
@@ -67,19 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except RunFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_INPUTS_FAILED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

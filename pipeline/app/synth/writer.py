@@ -17,10 +17,10 @@ from joblib import Parallel, delayed
 from pipeline.config import SynthConfig
 from pipeline.labels import AFFWILD2_HEADER, CLASSES, ID_TO_RAFDB, NEUTRAL, NUM_CLASSES
 from pipeline.media import VideoWriter
-from pipeline.synth.face import AU, Pose, apex_vector, draw_face, random_identity
-from pipeline.synth.plan import NAME_PREFIX, STREAM_STILLS, VideoPlan, rng_for
-from pipeline.synth.scene import Scene, apply_lighting, draw_body, lighting_row, make_background
-from pipeline.synth.timeline import label_counts
+from pipeline.app.synth.face import AU, Pose, apex_vector, draw_face, random_identity
+from pipeline.app.synth.plan import NAME_PREFIX, STREAM_STILLS, VideoPlan, rng_for
+from pipeline.app.synth.scene import Scene, apply_lighting, draw_body, lighting_row, make_background
+from pipeline.app.synth.timeline import label_counts
 
 logger = logging.getLogger(__name__)
 
