@@ -1,0 +1,176 @@
+"""``fer-pipeline inspect STORE``: what an embedding store holds and what its space looks like.
+
+    fer-pipeline inspect artifacts/embeddings/<key>                         counts + per-video table
+    fer-pipeline inspect STORE --json stats.json                            the same as JSON
+    fer-pipeline inspect STORE --neighbours synth_003:120 --k 10 --out DIR  nearest frames + strip
+    fer-pipeline inspect STORE --project --out DIR                          2-D map of face frames
+    fer-pipeline inspect STORE --export-h5 store.h5                         one HDF5 file
+
+The store is read into memory once (``EmbeddingStore.load``); every report works on that copy.
+Images and CSVs go to ``--out`` (default: the current folder). Crops for the thumbnail strip come
+from the stage-0 frame manifest (``--manifest``, or one found beside the store's artifacts
+folder) or from a ``<video>/<k:05d>.jpg`` folder (``--crops``); frames whose crop cannot be found
+are drawn as labelled placeholders.
+
+The code: ``stats`` counts and tabulates the store, ``neighbours`` finds the nearest frames and
+draws their strip, ``crops`` finds the crop images for it, ``projection`` makes the 2-D map; this
+module registers the command and runs the parts asked for.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.app.commands.inspect.crops import CropFinder, find_crops
+from pipeline.app.commands.inspect.neighbours import (CAPTION, PAD, SIMILARITY_CHUNK, TILE,
+                                                      locate, nearest, parse_query, strip_size,
+                                                      thumbnail_strip)
+from pipeline.app.commands.inspect.projection import (PROJECTION_DPI, PROJECTION_SIZE_IN, pca_2d,
+                                                      plot_projection, project)
+from pipeline.app.commands.inspect.stats import format_stats, label_name, store_stats
+from pipeline.cliutil import add_config_args, resolve_config, summary
+from pipeline.errors import EXIT_OK, UsageError
+from pipeline.io import atomic_path, write_json
+from pipeline.store import EmbeddingStore
+
+__all__ = ["CAPTION", "PAD", "PROJECTION_DPI", "PROJECTION_SIZE_IN", "SIMILARITY_CHUNK", "TILE",
+           "CropFinder", "find_crops", "format_stats", "inspect_command", "label_name", "locate",
+           "nearest", "parse_query", "pca_2d", "plot_projection", "project", "register",
+           "store_stats", "strip_size", "thumbnail_strip"]
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="counts, nearest neighbours, 2-D projection, HDF5 export "
+                       "of an embedding store",
+                       description="Print what an embedding store holds (videos, frames, labels, "
+                       "faces, per-video table) and optionally: the nearest frames of one frame, "
+                       "a 2-D projection of the face frames, an HDF5 export.")
+    p.add_argument("store", metavar="STORE", help="embedding store folder "
+                   "(artifacts/embeddings/<encoder-key>)")
+    p.add_argument("--json", metavar="FILE", help="also write the counts and tables as JSON")
+    p.add_argument("--neighbours", "--neighbors", metavar="VIDEO:FRAME",
+                   help="list the --k most cosine-similar face frames of the store to this frame; "
+                   "FRAME is the 0-based row in that video's arrays (manifest frame k, crop "
+                   "<k:05d>.jpg, is row k-1); also writes a thumbnail strip PNG to --out")
+    p.add_argument("--k", type=int, default=10, help="number of neighbours (default 10)")
+    p.add_argument("--project", action="store_true",
+                   help="2-D projection of the face frames coloured by label: PNG + CSV in --out")
+    p.add_argument("--method", choices=("auto", "pca", "umap"), default="auto",
+                   help="projection method; auto = UMAP when the umap package is installed, "
+                   "else PCA (default auto)")
+    p.add_argument("--max-points", type=int, default=20000, metavar="N",
+                   help="project at most N face frames, drawn at random with the config seed "
+                   "(default 20000)")
+    p.add_argument("--out", metavar="DIR", default=".",
+                   help="folder for image and CSV outputs (default: the current folder)")
+    p.add_argument("--manifest", metavar="FILE",
+                   help="stage-0 manifest.parquet whose crop_path gives the thumbnails (default: "
+                   "a manifest.parquet in the store's artifacts folder or one level below it)")
+    p.add_argument("--crops", metavar="DIR",
+                   help="crop folder laid out as DIR/<video>/<k:05d>.jpg (instead of a manifest)")
+    p.add_argument("--export-h5", metavar="FILE", help="write the store as one HDF5 file")
+    add_config_args(p)
+    p.set_defaults(handler=inspect_command)
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    cfg = resolve_config(args)
+    if args.k < 1:
+        raise UsageError(f"--k {args.k}: must be at least 1")
+    if args.max_points < 2:
+        raise UsageError(f"--max-points {args.max_points}: must be at least 2")
+    if args.crops and not Path(args.crops).is_dir():
+        raise UsageError(f"--crops {args.crops}: not a folder")
+    if args.manifest and not Path(args.manifest).is_file():
+        raise UsageError(f"--manifest {args.manifest}: file not found")
+    if args.project and args.method == "umap" and importlib.util.find_spec("umap") is None:
+        raise UsageError("--method umap: the umap package is not installed (use --method pca)")
+    store_path = Path(args.store)
+    store = EmbeddingStore.open(store_path)
+    data = store.load()
+    query = parse_query(args.neighbours, data) if args.neighbours else None
+    if args.project and not data.face.any():
+        raise UsageError(f"{store_path}: no face frames to project")
+    out = Path(args.out)
+
+    stats = store_stats(data, store.meta)
+    print(format_stats(stats, store_path))
+    report: dict = {"store": str(store_path), **stats}
+    done = []
+
+    if query is not None:
+        rows, sims = nearest(data, query, args.k)
+        q_video, q_frame = locate(data, query)
+        hits = []
+        for r, sim in zip(rows.tolist(), sims.tolist()):
+            video, frame = locate(data, r)
+            hits.append({"video": video, "frame": frame, "similarity": round(float(sim), 6),
+                         "label": label_name(int(data.label[r]))})
+        q_label = label_name(int(data.label[query]))
+        print(f"\n{len(hits)} nearest face frames to {q_video}:{q_frame} ({q_label}) by cosine "
+              f"similarity:")
+        vw = max([len("video")] + [len(h["video"]) for h in hits])
+        print(f"{'rank':>4}  {'video':<{vw}}  {'frame':>6}  {'similarity':>10}  label")
+        for j, h in enumerate(hits, 1):
+            print(f"{j:>4}  {h['video']:<{vw}}  {h['frame']:>6}  {h['similarity']:>10.4f}  "
+                  f"{h['label']}")
+        finder = find_crops(store_path, data, sorted({q_video, *(h["video"] for h in hits)}),
+                            args.manifest, args.crops)
+        tiles = [{"video": q_video, "frame": q_frame, "label": q_label, "similarity": 1.0}] + hits
+        for t in tiles:
+            t["crop"] = finder(t["video"], t["frame"])
+        missing = sum(t["crop"] is None for t in tiles)
+        if missing:
+            where = f"in {finder.source}" if finder.source else \
+                "(no manifest found beside the store; pass --manifest FILE or --crops DIR)"
+            log.warning("no crop image for %d of %d frames %s; drawn as placeholders",
+                        missing, len(tiles), where)
+        strip = thumbnail_strip(tiles, out / f"neighbours_{q_video}_{q_frame}.png")
+        report["neighbours"] = {"query": {"video": q_video, "frame": q_frame, "label": q_label},
+                                "k": args.k, "hits": hits, "strip": str(strip),
+                                "crops_found": len(tiles) - missing}
+        done.append(f"{len(hits)} neighbours of {q_video}:{q_frame} -> {strip}")
+
+    if args.project:
+        faces = np.flatnonzero(data.face)
+        rng = np.random.default_rng(cfg.seed)
+        picked = np.sort(rng.choice(faces, size=args.max_points, replace=False)) \
+            if faces.size > args.max_points else faces
+        coords, method, note = project(data.emb[picked], args.method, cfg.seed)
+        labels = data.label[picked].astype(np.int64)
+        png = plot_projection(coords, labels, out / f"projection_{method}.png",
+                              f"{store.encoder_key}: {len(picked)} of {faces.size} face frames "
+                              f"({method.upper()})", note)
+        import pandas as pd
+
+        owner = np.searchsorted(data.offsets, picked, side="right") - 1
+        table = pd.DataFrame({"video": np.asarray(data.videos, dtype=object)[owner],
+                              "frame": picked - data.offsets[owner],
+                              "label": labels, "label_name": [label_name(int(x)) for x in labels],
+                              "x": coords[:, 0], "y": coords[:, 1]})
+        csv = out / f"projection_{method}.csv"
+        with atomic_path(csv) as tmp:
+            table.to_csv(tmp, index=False)
+        report["projection"] = {"method": method, "points": int(len(picked)),
+                                "face_frames": int(faces.size), "seed": cfg.seed, "png": str(png),
+                                "csv": str(csv), "note": note}
+        done.append(f"{method} projection of {len(picked)} face frames -> {png}, {csv.name}")
+
+    if args.export_h5:
+        h5 = store.export_h5(args.export_h5)
+        report["export_h5"] = str(h5)
+        done.append(f"HDF5 -> {h5}")
+    if args.json:
+        write_json(args.json, report)
+        done.append(f"JSON -> {args.json}")
+
+    summary(f"inspect: {stats['videos']} videos, {stats['frames']} frames "
+            f"({stats['no_face_pct']:.1f}% no face), dim {stats['dim']}, key "
+            f"{stats['encoder_key']}" + "".join(f"; {d}" for d in done))
+    return EXIT_OK
