@@ -18,6 +18,7 @@ from pipeline.config import DetectorConfig
 from pipeline.errors import UsageError
 from stage0_preprocess import detectors as D
 from stage0_preprocess.detectors import Detections, build_detector
+from stage0_preprocess.detectors import weights as W
 from stage0_preprocess.track import box_iou
 
 ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets"
@@ -380,7 +381,7 @@ def test_retinaface_accepts_insightface_layout():
 
 def test_bundled_weights_are_next_to_the_module():
     for name, path in D.BUNDLED_WEIGHTS.items():
-        assert path.parent == Path(D.__file__).resolve().parent / "weights"
+        assert path.parent == Path(D.__file__).resolve().parents[1] / "weights"
         assert path.is_file(), name
     assert (D.WEIGHTS_DIR / "LICENSES.md").is_file()
 
@@ -403,7 +404,7 @@ def test_scrfd_default_offline_error(tmp_path, monkeypatch):
         raise ConnectionError("network is unreachable")
 
     monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path))
-    monkeypatch.setattr(D, "_probe", lambda url, timeout: None)
+    monkeypatch.setattr(W, "_probe", lambda url, timeout: None)
     monkeypatch.setattr(storage, "download", offline)
     with pytest.raises(UsageError) as e:
         build_detector(DetectorConfig(name="scrfd"))
@@ -420,7 +421,7 @@ def test_scrfd_default_download_fails_fast(tmp_path, monkeypatch):
     from insightface.utils import storage
 
     monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path))
-    monkeypatch.setattr(D, "DOWNLOAD_PROBE_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(W, "DOWNLOAD_PROBE_TIMEOUT_S", 2.0)
     monkeypatch.setattr(storage, "download", lambda *a, **k: (_ for _ in ()).throw(OSError("stub")))
     t0 = time.monotonic()
     with pytest.raises(UsageError, match="download failed"):
@@ -432,13 +433,13 @@ def test_probe_gives_up_on_a_hanging_connection(monkeypatch):
     def hang(*args, **kwargs):
         time.sleep(30)
 
-    monkeypatch.setattr(D.urllib.request, "urlopen", hang)
+    monkeypatch.setattr(W.urllib.request, "urlopen", hang)
     t0 = time.monotonic()
     with pytest.raises(OSError, match="no answer from example.invalid within 0.5 s"):
-        D._probe("https://example.invalid/pack.zip", timeout=0.5)
+        W._probe("https://example.invalid/pack.zip", timeout=0.5)
     assert time.monotonic() - t0 < 2
 
 
 def test_probe_reports_an_unknown_host():
     with pytest.raises(OSError, match="nonexistent.invalid"):
-        D._probe("https://nonexistent.invalid/pack.zip", timeout=3)
+        W._probe("https://nonexistent.invalid/pack.zip", timeout=3)
