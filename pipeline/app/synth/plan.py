@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.config import SynthConfig
 from pipeline.labels import ANGER, DISGUST, FEAR
-from pipeline.app.synth.face import Identity, random_identity
+from pipeline.app.synth.identity import Identity, random_identity
 from pipeline.app.synth.timeline import EXIT_MODES, EXPRESSIONS, Timeline, build_timeline
 
 TRAIN, VAL = "Train_Set", "Validation_Set"

@@ -12,8 +12,10 @@ import math
 import cv2
 import numpy as np
 
-from pipeline.app.synth.face import (AU, N_AU, Identity, Painter, Pose, apex_vector, draw_face,
-                                 ellipse_pts, face_landmarks, shade)
+from pipeline.app.synth.expression import AU, N_AU, apex_vector
+from pipeline.app.synth.face import draw_face, face_landmarks
+from pipeline.app.synth.identity import Identity
+from pipeline.app.synth.paint import Painter, Pose, ellipse_pts, shade
 from pipeline.app.synth.plan import (STREAM_MOTION, STREAM_SCENE, PersonPlan, VideoPlan, rng_for)
 from pipeline.app.synth.timeline import APPROACH_S, Timeline
 

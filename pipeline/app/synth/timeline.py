@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.config import SynthConfig
 from pipeline.labels import (ANGER, CLASSES, DISGUST, FEAR, HAPPINESS, IGNORE, NEUTRAL, NUM_CLASSES,
                              OTHER, SADNESS, SURPRISE)
-from pipeline.app.synth.face import N_VARIANTS
+from pipeline.app.synth.expression import N_VARIANTS
 
 # Event class frequencies, shaped after the Aff-Wild2 EXPR training set: Other and Happiness
 # common, Sadness/Surprise medium, Anger lower, Fear and Disgust rare. Neutral fills the gaps.

@@ -6,18 +6,21 @@ import json
 import logging
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
-from insightface.utils.face_align import norm_crop
 from joblib import Parallel, delayed
 
 from pipeline.config import SynthConfig
-from pipeline.labels import AFFWILD2_HEADER, CLASSES, ID_TO_RAFDB, NEUTRAL, NUM_CLASSES
+from pipeline.io import write_text
+from pipeline.labels import CLASSES, ID_TO_RAFDB, NEUTRAL, NUM_CLASSES
 from pipeline.media import VideoWriter
-from pipeline.app.synth.face import AU, Pose, apex_vector, draw_face, random_identity
+from stage0_preprocess import align_face, write_expr_annotation
+from pipeline.app.synth.expression import AU, apex_vector
+from pipeline.app.synth.face import draw_face
+from pipeline.app.synth.identity import random_identity
+from pipeline.app.synth.paint import Pose
 from pipeline.app.synth.plan import NAME_PREFIX, STREAM_STILLS, VideoPlan, rng_for
 from pipeline.app.synth.scene import Scene, apply_lighting, draw_body, lighting_row, make_background
 from pipeline.app.synth.timeline import label_counts
@@ -36,34 +39,9 @@ JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
 _SHEET_PER_TRACK = 4     # contact-sheet candidates kept per class and person
 
 
-def align_crop(img: np.ndarray, lm: np.ndarray, size: int) -> np.ndarray:
-    """ArcFace 5-point similarity alignment to a size x size crop (any size: norm_crop only
-    supports multiples of 112/128, other sizes are resized from the 112 crop)."""
-    native = size % 112 == 0 or size % 128 == 0
-    with warnings.catch_warnings():
-        # insightface calls a scikit-image API that warns about its own future removal.
-        warnings.simplefilter("ignore", FutureWarning)
-        crop = norm_crop(img, lm.astype(np.float32), image_size=size if native else 112)
-    if not native:
-        crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-    return crop
-
-
 def _imwrite(path: Path, img: np.ndarray) -> None:
     if not cv2.imwrite(str(path), img, JPEG):
         raise OSError(f"could not write {path}")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def annotation_text(labels: np.ndarray) -> str:
-    return AFFWILD2_HEADER + "\n" + "".join(f"{int(v)}\n" for v in labels)
 
 
 def clear_previous(out_dir: Path) -> None:
@@ -129,7 +107,7 @@ def write_video(vp: VideoPlan, cfg: SynthConfig, out_dir: Path) -> dict:
             for j, lm in enumerate(lms):
                 if lm is None:
                     continue
-                crop = align_crop(frame, lm, cfg.crop_size)
+                crop = align_face(frame, lm, cfg.crop_size)
                 _imwrite(crop_dirs[j] / f"{k + 1:05d}.jpg", crop)
                 n_crops[j] += 1
                 if k in picks[j]:
@@ -139,8 +117,8 @@ def write_video(vp: VideoPlan, cfg: SynthConfig, out_dir: Path) -> dict:
     entries = []
     for j, person in enumerate(vp.persons):
         tl = person.timeline
-        write_text_atomic(out_dir / ANNOTATION_DIR / vp.split / f"{person.track}.txt",
-                          annotation_text(tl.annotated))
+        write_expr_annotation(out_dir / ANNOTATION_DIR / vp.split / f"{person.track}.txt",
+                              tl.annotated)
         if n_crops[j] != int(tl.face.sum()):
             raise RuntimeError(f"{person.track}: wrote {n_crops[j]} crops for "
                                f"{int(tl.face.sum())} face frames")
@@ -177,7 +155,7 @@ def render_still(rng: np.random.Generator, cls: int, size: int) -> np.ndarray:
                        rng.uniform(0.9, 1.1, 3).astype(np.float32))
     offset = np.full((canvas, canvas, 3), 128 * (1 - contrast) * gain, np.float32)
     img = apply_lighting(img, row, offset, rng.uniform(0.3, 0.8))
-    crop = align_crop(img, lm + rng.normal(0, 0.4, (5, 2)), size).astype(np.float32)
+    crop = align_face(img, lm + rng.normal(0, 0.4, (5, 2)), size).astype(np.float32)
     crop += rng.standard_normal(crop.shape, dtype=np.float32) * rng.uniform(1.0, 4.0)
     return np.clip(crop, 0, 255).astype(np.uint8)
 
@@ -212,7 +190,7 @@ def write_stills(cfg: SynthConfig, out_dir: Path, seed: int) -> dict:
             for b in range(n_batches))
     else:
         _write_still_batch(items, img_dir, seed, cfg.still_size)
-    write_text_atomic(out_dir / RAFDB_LIST, "\n".join(lines) + "\n")
+    write_text(out_dir / RAFDB_LIST, "\n".join(lines) + "\n")
     counts["per_class"] = {"train": cfg.stills_train_per_class, "test": cfg.stills_test_per_class}
     return counts
 
@@ -244,4 +222,4 @@ def write_contact_sheet(candidates: list[tuple[int, str, int, np.ndarray]], path
 
 
 def write_summary(summary: dict, out_dir: Path) -> None:
-    write_text_atomic(out_dir / SUMMARY, json.dumps(summary, indent=1) + "\n")
+    write_text(out_dir / SUMMARY, json.dumps(summary, indent=1) + "\n")
