@@ -22,17 +22,6 @@ def adamw_warmup_cosine(params, lr: float, wd: float, total_steps: int, warmup_s
     return opt, sched
 
 
-def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                   sched, grad_clip: float | None) -> None:
-    """backward, optional grad-norm clipping, optimiser and schedule step."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    opt.step()
-    sched.step()
-
-
 def optimizer_step(net: torch.nn.Module, opt, sched, grad_clip: float | None) -> None:
     """One update after the accumulated micro-batches: clip, step, schedule, clear."""
     if grad_clip:

@@ -6,7 +6,6 @@ stopped (the epoch's sampling and augmentation seeds depend only on (seed, epoch
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -20,15 +19,16 @@ from torch.utils.data import DataLoader, Sampler
 from pipeline import distributed
 from pipeline.checkpoint import resume_train_state, save_checkpoint, unwrap_model
 from pipeline.config import Config
-from pipeline.io import append_jsonl, atomic_path, read_jsonl
+from pipeline.io import append_jsonl, read_jsonl
 from pipeline.metrics import F1Report, confusion
-from pipeline.optim import adamw_warmup_cosine, optimizer_step
+from pipeline.optim import adamw_warmup_cosine
 from pipeline.plots import plot_curves
 from pipeline.progress import progress
+from pipeline.training import autocast, checkpoint_meta, run_epoch, save_train_state
 from stage1_image_encoder.loading import LabelledImages
-from stage1_image_encoder.sources import ImageList, build_image_sets
 from stage1_image_encoder.losses import nla_loss
-from stage1_image_encoder.model import build_encoder
+from stage1_image_encoder.model import build_encoder, encoder_key
+from stage1_image_encoder.sources import ImageList, build_image_sets
 
 log = logging.getLogger(__name__)
 
@@ -86,25 +86,12 @@ def evaluate_images(model: torch.nn.Module, images: ImageList, cfg: Config,
     model.eval()
     cm = np.zeros((8, 8), np.int64)
     for x, y in loader:
-        with _autocast(device, cfg.stage1.train.amp):
+        with autocast(device, cfg.stage1.train.amp):
             pred = model(x.to(device)).argmax(-1).cpu().numpy()
         y = y.numpy()
         cm += confusion(y[y >= 0], pred[y >= 0])
     total = distributed.all_reduce_sum(torch.from_numpy(cm))
     return F1Report(total.numpy())
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _save_state(path: Path, model, opt, sched, epoch: int) -> None:
-    state = {"model": unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(), "epoch": epoch}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
 
 
 def pretrain(cfg: Config, run_dir: Path, device: torch.device, resume: bool = False) -> PretrainResult:
@@ -146,31 +133,22 @@ def pretrain(cfg: Config, run_dir: Path, device: torch.device, resume: bool = Fa
         frac = epoch / s1.train.epochs
         nla_cfg = s1.nla if epoch >= s1.nla.ce_epochs else s1.nla.model_copy(update={"enabled": False})
         release = nla_cfg.enabled and nla_cfg.form == "release" and nla_cfg.lam_jsd > 0
-        loss_sum, w_sum, n = 0.0, 0.0, 0
-        opt.zero_grad(set_to_none=True)
-        for i, batch in enumerate(loader):
+
+        def step(batch):
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device)
             soft = batch[2].to(device) if len(batch) > 2 else None
-            last_micro = (i + 1) % s1.train.accum == 0
-            sync = contextlib.nullcontext() if (last_micro or not dist.enabled) else net.no_sync()
-            with sync:
-                with _autocast(device, s1.train.amp):
-                    logits = net(torch.cat([x, x.flip(-1)]) if release else x)
-                logits_flip = None
-                if release:
-                    logits, logits_flip = logits.chunk(2)
-                loss, w_mean = nla_loss(logits, y, frac, nla_cfg, soft, logits_flip)
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"stage1: non-finite loss at epoch {epoch} step {i}")
-                (loss / s1.train.accum).backward()
-            if last_micro:
-                optimizer_step(net, opt, sched, s1.train.grad_clip)
-            loss_sum += loss.item()
-            w_sum += float(w_mean)
-            n += 1
-        stats = distributed.all_reduce_sum(torch.tensor([loss_sum, w_sum, n], dtype=torch.float64))
-        loss_sum, w_sum, n = stats.tolist()
-        row = {"epoch": epoch, "train_loss": loss_sum / max(n, 1), "mean_nla_weight": w_sum / max(n, 1),
+            with autocast(device, s1.train.amp):
+                # the release form's JSD needs the mirrored view of the same augmented image
+                logits = net(torch.cat([x, x.flip(-1)]) if release else x)
+            logits_flip = None
+            if release:
+                logits, logits_flip = logits.chunk(2)
+            return nla_loss(logits, y, frac, nla_cfg, soft, logits_flip)
+
+        stats = run_epoch(net, loader, step, opt, sched, epoch=epoch, accum=s1.train.accum,
+                          grad_clip=s1.train.grad_clip, first_step=epoch * steps,
+                          describe=lambda i, b: f"{len(b[0])} images")
+        row = {"epoch": epoch, "train_loss": stats.loss, "mean_nla_weight": stats.weight,
                "nla": bool(nla_cfg.enabled), "lr": opt.param_groups[0]["lr"],
                "epoch_s": round(time.time() - t0, 2)}
         if len(val_set):
@@ -178,11 +156,11 @@ def pretrain(cfg: Config, run_dir: Path, device: torch.device, resume: bool = Fa
             row.update(val_acc=report.accuracy, val_macro_f1=_present_macro_f1(report))
         if dist.primary:
             append_jsonl(run_dir / "metrics.jsonl", row)
-            save_checkpoint(ckpt, net, {"epoch": epoch, "model": s1.model.name,
-                                        "val_acc": row.get("val_acc"),
-                                        "git_sha": (run_dir / "git_sha.txt").read_text().strip()
-                                        if (run_dir / "git_sha.txt").exists() else "unknown"})
-            _save_state(state_path, net, opt, sched, epoch)
+            model_now = unwrap_model(net)
+            save_checkpoint(ckpt, net, checkpoint_meta(
+                cfg, run_dir, encoder_key(model_now, s1.model), epoch=epoch, model=s1.model.name,
+                val_acc=row.get("val_acc")))
+            save_train_state(state_path, net, opt, sched, epoch)
         distributed.barrier()
     if report is None and len(val_set):      # resumed a finished run: report its final state
         report = evaluate_images(unwrap_model(net), val_set, cfg, device)

@@ -17,7 +17,8 @@ import logging
 
 from pipeline import distributed
 from pipeline.cliutil import add_config_args, resolve_config, summary
-from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
+from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, RunFailed, UsageError
+from pipeline.training import NonFiniteLoss, kept_checkpoint
 from pipeline.runs import default_run_dir
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,10 @@ def _train_worker(args: argparse.Namespace) -> None:
     from stage1_image_encoder.api import train
 
     cfg = resolve_config(args)
-    res = train(cfg, args.out, args.resume)
+    try:
+        res = train(cfg, args.out, args.resume)
+    except NonFiniteLoss as e:
+        raise RunFailed(f"stage1 train stopped: {e}{kept_checkpoint(args.out)}") from None
     if distributed.is_primary():
         acc = "n/a" if res.val_acc is None else f"{100 * res.val_acc:.1f}%"
         summary(f"stage1 train: {res.train_images} images, val accuracy {acc} on "

@@ -6,7 +6,6 @@ confusion counts), early stopping on val macro-F1, atomic checkpoints and exact 
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -19,9 +18,12 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline import distributed
 from pipeline.checkpoint import resume_train_state, save_checkpoint, unwrap_model
 from pipeline.config import Config
-from pipeline.io import append_jsonl, atomic_path
-from pipeline.optim import adamw_warmup_cosine, optimizer_step
+from pipeline.io import append_jsonl
+from pipeline.optim import adamw_warmup_cosine
 from pipeline.progress import progress
+from pipeline.training import NonFiniteLoss, autocast, checkpoint_meta, run_epoch, save_train_state
+
+__all__ = ["NonFiniteLoss", "build_model", "eval_stride", "fit", "FitResult"]
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
 from stage2_temporal.evaluate import evaluate
 from stage2_temporal.heads import decision_rule
@@ -31,10 +33,6 @@ from stage2_temporal.model import TemporalTransformer
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
 def build_model(in_dim: int, cfg: Config) -> TemporalTransformer:
     return TemporalTransformer(in_dim, cfg.stage2.model, cfg.stage2.aug,
                                max_len=cfg.stage2.data.clip_len)
@@ -42,12 +40,6 @@ def build_model(in_dim: int, cfg: Config) -> TemporalTransformer:
 
 def eval_stride(cfg: Config) -> int:
     return cfg.stage2.data.stride_eval or max(1, cfg.stage2.data.clip_len // 2)
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def describe_clips(cache: TemporalCache, starts: torch.Tensor, lengths: torch.Tensor) -> str:
@@ -109,35 +101,24 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
         sampler.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 100_003 + epoch + dist.rank * 7919)   # aug + dropout
         frac = epoch / s2.train.epochs
-        loss_sum, w_sum, n = 0.0, 0.0, 0
-        opt.zero_grad(set_to_none=True)
-        for i, (starts, lengths, rates) in enumerate(sampler):
+
+        def step_fn(clips):
+            starts, lengths, rates = clips
             batch = gather_clips(train, starts, lengths, s2.data.clip_len, rates)
-            last_micro = (i + 1) % s2.train.accum == 0
-            sync = contextlib.nullcontext() if (last_micro or not dist.enabled) else net.no_sync()
-            with sync:
-                with _autocast(device, s2.train.amp):
-                    logits, keys = net(batch.x, batch.valid, return_keys=True)
-                mask = batch.inside
-                if s2.aug.drop_loss == "exclude":
-                    mask = mask & ~(batch.valid & ~keys)           # leave dropped frames out
-                loss, w_mean = vnaw_loss(logits, batch.label, mask, frac, s2.naw, s2.model.head,
-                                         s2.loss_target(), class_weights, s2.grad_through_weight())
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(
-                        f"non-finite loss at epoch {epoch}, step {step} (batch {i}: "
-                        f"{describe_clips(train, starts, lengths)})")
-                (loss / s2.train.accum).backward()
-            if last_micro:
-                optimizer_step(net, opt, sched, s2.train.grad_clip)
-                step += 1
-            loss_sum += loss.item()
-            w_sum += float(w_mean)
-            n += 1
-        stats = distributed.all_reduce_sum(torch.tensor([loss_sum, w_sum, n], dtype=torch.float64))
-        loss_sum, w_sum, n = stats.tolist()
-        row = {"epoch": epoch, "step": step, "train_loss": loss_sum / max(n, 1),
-               "mean_naw_weight": w_sum / max(n, 1), "lr": opt.param_groups[0]["lr"],
+            with autocast(device, s2.train.amp):
+                logits, keys = net(batch.x, batch.valid, return_keys=True)
+            mask = batch.inside
+            if s2.aug.drop_loss == "exclude":
+                mask = mask & ~(batch.valid & ~keys)           # leave dropped frames out
+            return vnaw_loss(logits, batch.label, mask, frac, s2.naw, s2.model.head,
+                             s2.loss_target(), class_weights, s2.grad_through_weight())
+
+        stats = run_epoch(net, sampler, step_fn, opt, sched, epoch=epoch, accum=s2.train.accum,
+                          grad_clip=s2.train.grad_clip, first_step=step,
+                          describe=lambda i, c: describe_clips(train, c[0], c[1]))
+        step += stats.updates
+        row = {"epoch": epoch, "step": step, "train_loss": stats.loss,
+               "mean_naw_weight": stats.weight, "lr": opt.param_groups[0]["lr"],
                "epoch_s": round(time.time() - t0, 3)}
         improved = False
         if len(val.videos):
@@ -157,8 +138,12 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
         if dist.primary:
             append_jsonl(run_dir / "metrics.jsonl", row)
             if s2.train.keep == "last" or improved or not len(val.videos):
-                save_checkpoint(ckpt, net, {**meta, "epoch": epoch, "val_macro_f1": row.get("val_macro_f1")})
-            _save_state(state_path, net, opt, sched, epoch, best_f1, best_epoch, stale)
+                save_checkpoint(ckpt, net, checkpoint_meta(
+                    cfg, run_dir, meta.get("encoder_key"),
+                    **{k: v for k, v in meta.items() if k != "encoder_key"}, epoch=epoch,
+                    val_macro_f1=row.get("val_macro_f1")))
+            save_train_state(state_path, net, opt, sched, epoch, best_f1=best_f1,
+                             best_epoch=best_epoch, stale=stale)
         distributed.barrier()
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", f1=f"{row.get('val_macro_f1', float('nan')):.3f}")
         if s2.train.early_stop and stale >= s2.train.early_stop:
@@ -167,13 +152,3 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
             stopped_early = True
             break
     return FitResult(best_epoch, best_f1, last_f1, ckpt, stopped_early)
-
-
-def _save_state(path: Path, net, opt, sched, epoch: int, best_f1: float, best_epoch: int,
-                stale: int) -> None:
-    state = {"model": unwrap_model(net).state_dict(), "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(), "epoch": epoch, "best_f1": best_f1,
-             "best_epoch": best_epoch, "stale": stale}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from pipeline import distributed
 from pipeline.cliutil import add_config_args, resolve_config, summary
@@ -67,16 +66,14 @@ def _report_lines(res) -> None:
 
 
 def _train_worker(args: argparse.Namespace) -> None:
-    from stage2_temporal.engine import NonFiniteLoss
+    from pipeline.training import NonFiniteLoss, kept_checkpoint
     from stage2_temporal.api import train
 
     cfg = resolve_config(args)
     try:
         res = train(args.store, args.out, cfg, resume=args.resume)
     except NonFiniteLoss as e:
-        ckpt = Path(args.out) / "checkpoint.safetensors"
-        kept = f"; last good checkpoint kept: {ckpt}" if ckpt.is_file() else ""
-        raise RunFailed(f"stage2 train stopped: {e}{kept}") from None
+        raise RunFailed(f"stage2 train stopped: {e}{kept_checkpoint(args.out)}") from None
     if not distributed.is_primary():
         return
     if res.report is not None:
