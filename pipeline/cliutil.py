@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
+from pathlib import Path
 
 from pipeline.config import Config, load_config
 from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_USAGE, RunFailed, UsageError
@@ -44,10 +46,40 @@ def summary(line: str) -> None:
     print(line, flush=True)
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=")
+
+
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(other arguments, KEY=VALUE overrides)``: a token is an override when it starts with a
+    (dotted) config key and ``=`` and is not an existing file; anywhere on the command line, so
+    ``predict V --run R k=v`` and ``report RUN --max-videos 1 k=v`` both work. A token that is
+    the value of the option before it (``--config a=b.yaml``) stays with its option."""
+    rest, overrides = [], []
+    for i, tok in enumerate(argv):
+        prev = argv[i - 1] if i else ""
+        takes_value = prev.startswith("-") and "=" not in prev and prev not in _FLAGS
+        if _OVERRIDE.match(tok) and not takes_value and not Path(tok).exists():
+            overrides.append(tok)
+        else:
+            rest.append(tok)
+    return rest, overrides
+
+
+# options that take no value, after which a KEY=VALUE token is an override
+_FLAGS = {"--resume", "--demo", "--project", "--markdown", "--exclude-query-video", "-h", "--help",
+          "--version", "--allow-partial", "--overwrite"}
+
+
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen handler: 0 success, 1 some inputs failed (``RunFailed``),
-    2 usage or config error (``UsageError``), 130 interrupted."""
-    args = parser.parse_args(argv)
+    2 usage or config error (``UsageError``), 130 interrupted. ``KEY=VALUE`` overrides are
+    taken from anywhere on the line (``split_overrides``) and handed to the command."""
+    rest, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(rest)
+    if overrides:
+        if not hasattr(args, "overrides"):
+            parser.error(f"this command takes no KEY=VALUE overrides: {' '.join(overrides)}")
+        args.overrides = list(args.overrides or []) + overrides
     try:
         return args.handler(args)
     except UsageError as e:
@@ -68,3 +100,31 @@ def stage_main(prog: str, register, argv: list[str] | None = None) -> int:
     register(sub)
     name = next(iter(sub.choices))
     return run_command(parser, [name, *(sys.argv[1:] if argv is None else argv)])
+
+
+def add_train_args(p: argparse.ArgumentParser, stage: str) -> argparse.ArgumentParser:
+    """The options every training command takes: where the run goes, resuming, local ranks."""
+    p.add_argument("--out", metavar="RUN_DIR", help=f"run dir (default artifacts/runs/{stage}/<id>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="self-spawn N DDP processes on this machine (or launch with torchrun)")
+    return add_config_args(p)
+
+
+def launch_training(args: argparse.Namespace, worker, stage: str) -> None:
+    """Run ``worker(args)`` once, or in ``--nproc`` self-spawned ranks (not under torchrun,
+    which starts the ranks itself); ``--out`` defaults to a new run dir of ``stage``."""
+    from pipeline import distributed
+    from pipeline.runs import default_run_dir
+
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out RUN_DIR")
+    if not args.out:
+        args.out = str(default_run_dir(resolve_config(args), stage))
+    try:
+        if args.nproc > 1 and not distributed.launched_by_torchrun():
+            distributed.spawn(worker, args.nproc, (args,))
+        else:
+            worker(args)
+    finally:
+        distributed.cleanup()

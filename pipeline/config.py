@@ -7,6 +7,9 @@ against the pydantic schema below; an unknown key, a mistyped key or a wrong typ
 
 The schema's defaults equal ``pipeline.yaml`` (a test keeps them in sync); the YAML file is
 where each knob is documented.
+
+Length: one class per config section of every stage plus the strict loader that validates
+against them; they are one contract, read together.
 """
 from __future__ import annotations
 

@@ -58,16 +58,7 @@ def ingest_command(args: argparse.Namespace) -> int:
     return EXIT_INPUTS_FAILED if result.failures else EXIT_OK
 
 
-def _split_overrides(args: argparse.Namespace) -> None:
-    """``--videos a.mp4 key=value`` : argparse gives both to --videos; move the overrides."""
-    if args.videos:
-        extra = [v for v in args.videos if "=" in v and not Path(v).exists()]
-        args.videos = [v for v in args.videos if v not in extra]
-        args.overrides = extra + list(args.overrides)
-
-
 def run_command(args: argparse.Namespace) -> int:
-    _split_overrides(args)
     cfg = resolve_config(args)
     if args.jobs:
         cfg = cfg.model_copy(update={"stage0": cfg.stage0.model_copy(update={

@@ -16,10 +16,9 @@ import argparse
 import logging
 
 from pipeline import distributed
-from pipeline.cliutil import add_config_args, resolve_config, summary
-from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, RunFailed, UsageError
+from pipeline.cliutil import add_config_args, add_train_args, launch_training, resolve_config, summary
+from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, RunFailed
 from pipeline.training import NonFiniteLoss, kept_checkpoint
-from pipeline.runs import default_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +26,8 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stage1", help="image encoder: pretrain (NLA), embed crops into the store")
     s1 = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    tr = add_config_args(s1.add_parser("train", help="pretrain the encoder on still images (NLA)"))
-    tr.add_argument("--out", metavar="RUN_DIR", help="run dir (default artifacts/runs/stage1/<id>)")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    tr.add_argument("--nproc", type=int, default=1, metavar="N",
-                    help="self-spawn N DDP processes on this machine (or launch with torchrun)")
+    tr = add_train_args(s1.add_parser("train", help="pretrain the encoder on still images (NLA)"),
+                        "stage1")
     tr.set_defaults(handler=train_command)
     emb = add_config_args(s1.add_parser("embed", help="embed every manifest frame into the store"))
     emb.add_argument("--manifest", required=True, metavar="FILE")
@@ -58,15 +54,7 @@ def _train_worker(args: argparse.Namespace) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    if args.resume and not args.out:
-        raise UsageError("--resume needs --out RUN_DIR")
-    if not args.out:
-        args.out = str(default_run_dir(resolve_config(args), "stage1"))
-    if args.nproc > 1 and not distributed.launched_by_torchrun():
-        distributed.spawn(_train_worker, args.nproc, (args,))
-    else:
-        _train_worker(args)
-        distributed.cleanup()
+    launch_training(args, _train_worker, "stage1")
     return EXIT_OK
 
 

@@ -16,9 +16,8 @@ import argparse
 import logging
 
 from pipeline import distributed
-from pipeline.cliutil import add_config_args, resolve_config, summary
+from pipeline.cliutil import add_config_args, add_train_args, launch_training, resolve_config, summary
 from pipeline.errors import EXIT_OK, RunFailed, UsageError
-from pipeline.runs import default_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +25,9 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stage2", help="temporal model (Transformer + V-NAW) on cached embeddings")
     s2 = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    tr = add_config_args(s2.add_parser("train", help="train on the store's train split, "
-                                                     "evaluate on its val split"))
+    tr = add_train_args(s2.add_parser("train", help="train on the store's train split, "
+                                                    "evaluate on its val split"), "stage2")
     tr.add_argument("--store", metavar="DIR", help="embedding store (not needed with --resume)")
-    tr.add_argument("--out", metavar="RUN_DIR", help="run dir (default artifacts/runs/stage2/<id>)")
-    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
-    tr.add_argument("--nproc", type=int, default=1, metavar="N",
-                    help="self-spawn N DDP processes on this machine (or launch with torchrun)")
     tr.set_defaults(handler=train_command)
     ev = add_config_args(s2.add_parser("eval", help="evaluate a run on every annotated val frame"))
     ev.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR",
@@ -87,19 +82,9 @@ def _train_worker(args: argparse.Namespace) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    if args.resume and not args.out:
-        raise UsageError("--resume needs --out RUN_DIR")
     if not args.resume and not args.store:
         raise UsageError("--store is required (unless --resume)")
-    if not args.out:
-        args.out = str(default_run_dir(resolve_config(args), "stage2"))
-    try:
-        if args.nproc > 1 and not distributed.launched_by_torchrun():
-            distributed.spawn(_train_worker, args.nproc, (args,))
-        else:
-            _train_worker(args)
-    finally:
-        distributed.cleanup()
+    launch_training(args, _train_worker, "stage2")
     return EXIT_OK
 
 

@@ -237,8 +237,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "submission, timeline)")
     p.add_argument("--config", action="append", default=[], metavar="FILE",
                    help="YAML layered over the run's config (repeatable; later wins)")
-    p.add_argument("videos", nargs="+", metavar="VIDEO",
-                   help="video files or folders of videos, then optional KEY=VALUE overrides")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or folders of videos")
+    p.set_defaults(overrides=[])      # KEY=VALUE tokens anywhere on the line (cliutil)
     p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR",
                    help="stage-2 run dir (it records its store and encoder)")
     p.add_argument("--out", metavar="DIR", help="output dir (default artifacts/predict/<run name>)")
@@ -251,12 +251,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    # the trailing KEY=VALUE overrides and positional videos share argparse's nargs: split them
-    videos = [v for v in args.videos if "=" not in Path(v).name or Path(v).exists()]
-    overrides = [v for v in args.videos if v not in videos]
+    videos = args.videos
     setup_logging()
     pred = Predictor(args.run, encoder_run=args.encoder_run, config_files=args.config,
-                     overrides=overrides, smooth_window=args.smooth_window)
+                     overrides=args.overrides, smooth_window=args.smooth_window)
     setup_logging(pred.cfg.log_level)
     out = Path(args.out or Path(pred.cfg.artifacts_dir) / "predict" / Path(args.run).resolve().name)
     res = pred.predict(videos, out)
