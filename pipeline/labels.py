@@ -136,10 +136,8 @@ def rafdb_to_id(raf_label: int) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # AffectNet: expression 0..10.
-AFFECTNET_NAMES: tuple[str, ...] = (
-    "Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt", "None",
-    "Uncertain", "Non-Face",
-)
+# 0 Neutral, 1 Happy, 2 Sad, 3 Surprise, 4 Fear, 5 Disgust, 6 Anger, 7 Contempt, 8 None,
+# 9 Uncertain, 10 Non-Face
 CONTEMPT_AFFECTNET, NONE_AFFECTNET, UNCERTAIN_AFFECTNET, NONFACE_AFFECTNET = 7, 8, 9, 10
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import zarr
 
 from pipeline.errors import UsageError
+from pipeline.labels import check_labels
 
 log = logging.getLogger(__name__)
 FORMAT = "fer-embeddings/1"
@@ -127,6 +128,7 @@ class EmbeddingStore:
         """Write one video; any partial group of the same name is replaced. The completion
         marker is the last write."""
         T = len(label)
+        label = check_labels(label, video)           # -1..7 only (ValueError names the frame)
         if emb.shape != (T, self.dim) or face.shape != (T,):
             raise ValueError(f"{video}: shapes emb {emb.shape}, label {label.shape}, "
                              f"face {face.shape} disagree (dim {self.dim})")

@@ -35,7 +35,7 @@ from pipeline.cliutil import setup_logging, summary
 from pipeline.config import DEFAULT_SMOOTH_WINDOW as DEFAULT_SMOOTH, Config, load_config
 from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
 from pipeline.io import atomic_write, write_text
-from pipeline.labels import CLASSES
+from pipeline.labels import CLASSES, SUBMISSION_HEADER
 from pipeline.manifest import read_manifest
 from pipeline.runs import setup_torch
 
@@ -193,7 +193,7 @@ class Predictor:
         csv = out / f"{res.name}.csv"
         atomic_write(csv, lambda p: res.frames.to_csv(p, index=False, float_format="%.5f"))
         sub = out / f"{res.name}_submission.txt"
-        lines = ["image_location," + ",".join(CLASSES)]
+        lines = [SUBMISSION_HEADER]
         lines += [f"{res.name}/{int(k):05d}.jpg,{int(y)}"
                   for k, y in zip(res.frames["frame"], res.frames["smoothed_label"])]
         write_text(sub, "\n".join(lines) + "\n")
