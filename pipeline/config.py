@@ -240,6 +240,7 @@ class TokenAugConfig(_Strict):
     enabled: bool = True
     drop_min: float = Field(0.2, ge=0, lt=1)
     drop_max: float = Field(0.4, ge=0, lt=1)
+    drop_mode: Literal["remove", "key_mask"] = "remove"
     drop_loss: Literal["keep", "exclude"] = "keep"
     mask_ratio: float = Field(0.2, ge=0, lt=1)
     mask_token: Literal["zeros", "learned"] = "zeros"

@@ -73,7 +73,9 @@ class ClipSampler:
     random phase, so an epoch covers every frame about once (≈ N / clip_len clips) and clip
     boundaries move from epoch to epoch. A video shorter than a clip gives one padded clip.
 
-    Options: ``speed_jitter`` j reads each clip at a random rate in [1 - j, 1 + j];
+    Options: ``span`` > ``clip_len`` lets each clip read that many raw frames (frame skipping
+    then keeps about ``clip_len`` of them); ``speed_jitter`` j reads each clip at a random rate
+    in [1 - j, 1 + j];
     ``class_balanced`` resamples the clips (same count, with replacement) by the mean inverse
     frequency of their frames' labels. Under DDP every rank draws the same list for an epoch
     and takes every world-th clip (padded so all ranks run the same number of steps).
@@ -81,9 +83,10 @@ class ClipSampler:
 
     def __init__(self, cache: TemporalCache, clip_len: int, batch_size: int, seed: int = 0,
                  speed_jitter: float = 0.0, class_balanced: bool = False, rank: int = 0,
-                 world: int = 1):
+                 world: int = 1, span: int | None = None):
         self.offsets = cache.offsets
         self.clip_len = clip_len
+        self.span = max(span or clip_len, clip_len)
         self.batch_size = batch_size
         self.seed = seed
         self.speed_jitter = speed_jitter
@@ -128,10 +131,12 @@ class ClipSampler:
             pick = rng.choice(len(starts), size=len(starts), replace=True, p=w / w.sum())
             starts, lengths, ends = starts[pick], lengths[pick], ends[pick]
         rates = None
+        if self.span > P:     # frame skipping reads a longer stretch, up to the video's end
+            lengths = np.minimum(np.maximum(lengths, self.span), ends - starts)
         if self.speed_jitter > 0:
             rates = rng.uniform(1 - self.speed_jitter, 1 + self.speed_jitter, len(starts))
             # a faster clip reads further, up to its video's end
-            lengths = np.minimum(np.ceil(P * rates).astype(np.int64), ends - starts)
+            lengths = np.minimum(np.ceil(self.span * rates).astype(np.int64), ends - starts)
         order = rng.permutation(len(starts))
         if self.world > 1:
             per_rank = -(-len(order) // self.world)

@@ -23,7 +23,8 @@ from pipeline.optim import adamw_warmup_cosine
 from pipeline.progress import progress
 from pipeline.training import NonFiniteLoss, autocast, checkpoint_meta, run_epoch, save_train_state
 
-__all__ = ["NonFiniteLoss", "build_model", "eval_stride", "fit", "FitResult"]
+__all__ = ["NonFiniteLoss", "build_model", "clip_loss", "eval_stride", "fit", "FitResult"]
+from stage2_temporal.augment import drop_frames, raw_span
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
 from stage2_temporal.evaluate import evaluate
 from stage2_temporal.heads import decision_rule
@@ -52,6 +53,28 @@ def describe_clips(cache: TemporalCache, starts: torch.Tensor, lengths: torch.Te
     return ", ".join(out) + (" ..." if len(starts) > 3 else "")
 
 
+def clip_loss(net, cache: TemporalCache, clips, cfg: Config, progress: float,
+              class_weights: torch.Tensor | None = None, device: torch.device | None = None):
+    """One training batch: gather the clips (frame skipping removes dropped frames first when
+    ``aug.drop_mode`` is ``remove``), run the model, V-NAW loss. ``clips`` = (starts, lengths,
+    rates) from the sampler. Returns ``(loss, mean weight, logits (B, P, out), batch)``."""
+    s2 = cfg.stage2
+    starts, lengths, rates = clips
+    remove = net.training and s2.aug.enabled and s2.aug.drop_mode == "remove"
+    span = raw_span(s2.data.clip_len, s2.aug) if remove else s2.data.clip_len
+    batch = gather_clips(cache, starts, lengths, span, rates)
+    if remove:
+        batch, _ = drop_frames(batch, s2.data.clip_len, s2.aug)
+    with autocast(device or batch.x.device, s2.train.amp):
+        logits, keys = net(batch.x, batch.valid, return_keys=True)
+    mask = batch.inside
+    if s2.aug.drop_mode == "key_mask" and s2.aug.drop_loss == "exclude":
+        mask = mask & ~(batch.valid & ~keys)           # leave key-dropped frames out
+    loss, w = vnaw_loss(logits, batch.label, mask, progress, s2.naw, s2.model.head,
+                        s2.loss_target(), class_weights, s2.grad_through_weight())
+    return loss, w, logits, batch
+
+
 @dataclass
 class FitResult:
     best_epoch: int
@@ -68,7 +91,8 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
     model = build_model(train.dim, cfg).to(device)
     sampler = ClipSampler(train, s2.data.clip_len, s2.train.batch_size, seed=cfg.seed,
                           speed_jitter=s2.data.speed_jitter, class_balanced=s2.data.class_balanced,
-                          rank=dist.rank, world=dist.world_size)
+                          rank=dist.rank, world=dist.world_size,
+                          span=raw_span(s2.data.clip_len, s2.aug))
     steps = max(1, len(sampler) // s2.train.accum)
     opt, sched = adamw_warmup_cosine(model.parameters(), s2.train.lr, s2.train.wd,
                                      steps * s2.train.epochs, int(round(s2.train.warmup_epochs * steps)))
@@ -103,15 +127,8 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
         frac = epoch / s2.train.epochs
 
         def step_fn(clips):
-            starts, lengths, rates = clips
-            batch = gather_clips(train, starts, lengths, s2.data.clip_len, rates)
-            with autocast(device, s2.train.amp):
-                logits, keys = net(batch.x, batch.valid, return_keys=True)
-            mask = batch.inside
-            if s2.aug.drop_loss == "exclude":
-                mask = mask & ~(batch.valid & ~keys)           # leave dropped frames out
-            return vnaw_loss(logits, batch.label, mask, frac, s2.naw, s2.model.head,
-                             s2.loss_target(), class_weights, s2.grad_through_weight())
+            loss, w, _, _ = clip_loss(net, train, clips, cfg, frac, class_weights, device)
+            return loss, w
 
         stats = run_epoch(net, sampler, step_fn, opt, sched, epoch=epoch, accum=s2.train.accum,
                           grad_clip=s2.train.grad_clip, first_step=step,

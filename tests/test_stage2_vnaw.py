@@ -17,6 +17,62 @@ from stage2_temporal.splits import kfold_split
 
 
 # ------------------------------------------------------------------ augmentation
+def _one_video_cache(T=300, D=16, seed=0):
+    from stage2_temporal.data import TemporalCache
+
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(T, D, generator=g).half()
+    label = torch.randint(0, 8, (T,), generator=g)
+    return TemporalCache(emb, label, torch.ones(T, dtype=torch.bool), np.array([0, T]), ["v"])
+
+
+def _step(cache, cfg, model):
+    from stage2_temporal.augment import raw_span
+    from stage2_temporal.engine import clip_loss
+
+    span = raw_span(cfg.stage2.data.clip_len, cfg.stage2.aug)
+    clips = (torch.tensor([0]), torch.tensor([span]), None)
+    torch.manual_seed(7)                       # the same drops, masks and dropout every call
+    loss, _, logits, batch = clip_loss(model, cache, clips, cfg, 0.5)
+    return loss, logits, batch
+
+
+@pytest.mark.parametrize("mode", ["remove", "key_mask"])
+def test_a_dropped_frame_changes_no_output_and_no_loss(mode):
+    """Frame skipping removes frames: changing the embedding of a dropped frame changes neither
+    a logit nor the loss (``remove``). Dropping only attention keys (``key_mask``) does not:
+    the dropped frame is still predicted from its own embedding and scored."""
+    from pipeline.config import load_config
+    from stage2_temporal.engine import build_model
+
+    cfg = load_config(overrides=["stage2.model.d_model=32", "stage2.model.layers=2", "stage2.model.heads=2",
+                                 "stage2.model.ff=64", "stage2.model.dropout=0.1", "stage2.data.clip_len=40",
+                                 f"stage2.aug.drop_mode={mode}", "stage2.naw.form=paper"])
+    cache = _one_video_cache()
+    torch.manual_seed(0)
+    model = build_model(cache.dim, cfg).train()
+    loss, logits, batch = _step(cache, cfg, model)
+    seen = batch.x[0][batch.inside[0]]                                   # (n, D) frames in the clip
+    emb = cache.emb.float()
+    present = [bool((seen == emb[r]).all(-1).any()) for r in range(60)]
+    if mode == "remove":
+        assert 20 < batch.inside[0].sum() <= 40 and not all(present[:40])
+        last = max(r for r in range(60) if present[r])
+        dropped = next(r for r in range(last) if not present[r])        # inside the clip's span
+    else:
+        assert all(present[:40])                                         # every frame still there
+        torch.manual_seed(7)                  # the model's first draws: the key drop of _step
+        keys = drop_tokens(batch.valid, cfg.stage2.aug.drop_min, cfg.stage2.aug.drop_max)
+        dropped = int(torch.nonzero(~keys[0])[0])
+    cache.emb[dropped] += 5.0
+    loss2, logits2, _ = _step(cache, cfg, model)
+    if mode == "remove":
+        assert torch.equal(logits, logits2) and torch.equal(loss, loss2)
+    else:
+        assert not torch.equal(logits[0, dropped], logits2[0, dropped])   # it reads its own input
+        assert not torch.equal(loss, loss2)
+
+
 def test_token_drop_rate_and_valid_respected():
     g = torch.Generator().manual_seed(0)
     valid = torch.ones(300, 2000, dtype=torch.bool)
@@ -163,3 +219,58 @@ def test_kfold_split_ratio_groups_and_determinism():
     assert ("pair_left" in va) == ("pair_right" in va)
     assert kfold_split(videos, lengths, 0, 0.3, seed=0) == (tr, va)
     assert kfold_split(videos, lengths, 1, 0.3, seed=0)[1] != va
+
+
+def test_vnaw_paper_form_matches_a_hand_computed_loss_and_gradient():
+    """Eqs. 9-12 on two clips, in numpy from scratch: p_bar = mean softmax over the annotated
+    frames, y_bar = majority label, w from the NAW kernel of (p_bar[y], max other) with C,
+    loss = mean (1 + w) * -log p_bar[y]; the gradient w.r.t. the logits (central differences of
+    the numpy loss) equals autograd's, w included (no stop-gradient)."""
+    from pipeline.config import load_config
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 1.5, (2, 3, 8))
+    label = np.array([[4, 4, 1], [0, -1, 0]])
+    progress = 0.3
+
+    def gau(x, mu, cov):
+        d = np.asarray(x) - np.asarray(mu)
+        return math.exp(-0.5 * d @ np.linalg.inv(cov) @ d) / (2 * math.pi * math.sqrt(np.linalg.det(cov)))
+
+    eps = 1 - math.exp(-15 * progress)
+    t_cov = np.array([[0.8, -0.48 * eps], [-0.48 * eps, 0.8]])
+    f_cov = np.array([[0.91 ** 2 + (0.91 / 6) ** 2, 0.91 ** 2 - (0.91 / 6) ** 2]] * 2)
+    f_cov[1] = f_cov[1][::-1]
+
+    def hand(z):
+        e = np.exp(z - z.max(-1, keepdims=True))
+        p = e / e.sum(-1, keepdims=True)
+        total = 0.0
+        for i in range(2):
+            ann = label[i] >= 0
+            pbar = p[i][ann].mean(0)
+            y = np.bincount(label[i][ann], minlength=8).argmax()
+            others = np.delete(pbar, y)
+            correct = pbar[y] >= pbar.max()
+            x = (pbar[y], others.max())
+            w = gau(x, (0.5, 0.5), t_cov) if correct else gau(x, (0.30, 0.15), f_cov)
+            total += (1 + w) * -math.log(pbar[y])
+        return total / 2
+
+    cfg = load_config(overrides=["stage2.naw.form=paper"])
+    assert cfg.stage2.loss_target() == "clip" and cfg.stage2.grad_through_weight()
+    logits = torch.tensor(z, requires_grad=True)
+    loss, _ = vnaw_loss(logits, torch.tensor(label), torch.ones(2, 3, dtype=torch.bool), progress,
+                        cfg.stage2.naw, "flat", cfg.stage2.loss_target(), None,
+                        cfg.stage2.grad_through_weight())
+    assert float(loss) == pytest.approx(hand(z), rel=1e-6)          # the loss computes in fp32
+    loss.backward()
+    num = np.zeros_like(z)
+    for idx in np.ndindex(z.shape):
+        dz = np.zeros_like(z)
+        dz[idx] = 1e-6
+        num[idx] = (hand(z + dz) - hand(z - dz)) / 2e-6
+    np.testing.assert_allclose(logits.grad.numpy(), num, atol=2e-6)
+    # the frame_detached variant has another gradient (w constant, frame CE)
+    other = load_config(overrides=["stage2.naw.form=frame_detached"]).stage2
+    assert other.loss_target() == "frame" and not other.grad_through_weight()
