@@ -229,10 +229,11 @@ class Stage2DataConfig(_Strict):
     stride_eval: int | None = None
     speed_jitter: float = Field(0.0, ge=0, lt=1)
     class_balanced: bool = False
-    split: Literal["official", "kfold"] = "official"
+    split: Literal["official", "kfold", "random"] = "official"
     folds: int = Field(3, ge=1)
     fold: int = Field(0, ge=0)
     val_ratio: float = Field(0.3, gt=0, lt=1)
+    select_ratio: float = Field(0.0, ge=0, lt=1)
     preload: Literal["cpu", "device"] = "cpu"
 
 
@@ -259,7 +260,7 @@ class TemporalModelConfig(_Strict):
     ff: int = Field(512, ge=1)
     dropout: float = Field(0.6, ge=0, lt=1)
     pos: Literal["none", "learned", "sine"] = "none"
-    head: Literal["flat", "cfcsp"] = "flat"
+    head: Literal["flat", "cfcsp", "cfcsp_shared"] = "flat"
     cascade: Literal["soft", "hard"] = "soft"
 
     @model_validator(mode="after")
@@ -300,6 +301,7 @@ DEFAULT_SMOOTH_WINDOW = 15   # frames (half a second at 30 fps) when smoothing i
 
 class PostConfig(_Strict):
     smooth_window: int = Field(0, ge=0)
+    moment_weight: float = Field(0.0, ge=0, le=1)
     interpolate: bool = True
 
     def smoothing_window(self) -> int:

@@ -29,14 +29,16 @@ from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
 from stage2_temporal.evaluate import evaluate
 from stage2_temporal.heads import decision_rule
 from stage2_temporal.losses import balanced_class_weights, vnaw_loss
-from stage2_temporal.model import TemporalTransformer
+from stage2_temporal.model import CascadeTransformer, TemporalTransformer
 
 log = logging.getLogger(__name__)
 
 
-def build_model(in_dim: int, cfg: Config) -> TemporalTransformer:
-    return TemporalTransformer(in_dim, cfg.stage2.model, cfg.stage2.aug,
-                               max_len=cfg.stage2.data.clip_len)
+def build_model(in_dim: int, cfg: Config) -> TemporalTransformer | CascadeTransformer:
+    """The configured temporal model: one network (``flat``, ``cfcsp_shared``) or the two
+    networks of the CFC-SP cascade (``cfcsp``)."""
+    cls = CascadeTransformer if cfg.stage2.model.head == "cfcsp" else TemporalTransformer
+    return cls(in_dim, cfg.stage2.model, cfg.stage2.aug, max_len=cfg.stage2.data.clip_len)
 
 
 def eval_stride(cfg: Config) -> int:
@@ -85,7 +87,11 @@ class FitResult:
 
 
 def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
-        device: torch.device, meta: dict, resume: bool = False) -> FitResult:
+        device: torch.device, meta: dict, resume: bool = False,
+        select: TemporalCache | None = None) -> FitResult:
+    """Train for ``stage2.train.epochs``. Each epoch is scored on ``val`` and, when given, on
+    ``select`` (videos held out of training); the kept checkpoint (``keep: best``) and early
+    stopping follow ``select`` when it exists, else ``val``."""
     s2 = cfg.stage2
     dist = distributed.info()
     model = build_model(train.dim, cfg).to(device)
@@ -105,7 +111,7 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
         st = resume_train_state(run_dir, model, opt, sched)
         start, best_f1, best_epoch, stale = (int(st["epoch"]) + 1, float(st["best_f1"]),
                                              int(st["best_epoch"]), int(st["stale"]))
-        log.info("resuming %s at epoch %d (best val macro-F1 %.4f at epoch %d)", run_dir, start,
+        log.info("resuming %s at epoch %d (best macro-F1 %.4f at epoch %d)", run_dir, start,
                  best_f1, best_epoch)
     net = DistributedDataParallel(model) if dist.enabled else model
     log.info("stage2: %d train videos (%d frames), %d val videos; %d clips/epoch of %d frames "
@@ -138,23 +144,29 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
                "mean_naw_weight": stats.weight, "lr": opt.param_groups[0]["lr"],
                "epoch_s": round(time.time() - t0, 3)}
         improved = False
+        score = None
         if len(val.videos):
             res = evaluate(unwrap_model(net), val, s2.data.clip_len, eval_stride(cfg), s2.post,
                            rule=decision_rule(s2.model))
-            last_f1 = res.report.macro_f1
+            last_f1 = score = res.report.macro_f1
             row.update(val_macro_f1=last_f1, val_acc=res.report.accuracy)
             if res.post_report is not None:
                 row["val_macro_f1_post"] = res.post_report.macro_f1
-            improved = last_f1 > best_f1
+        if select is not None and len(select.videos):
+            sel = evaluate(unwrap_model(net), select, s2.data.clip_len, eval_stride(cfg), None,
+                           rule=decision_rule(s2.model))
+            score = row["select_macro_f1"] = sel.report.macro_f1
+        if score is not None:
+            improved = score > best_f1
             if improved:
-                best_f1, best_epoch, stale = last_f1, epoch, 0
+                best_f1, best_epoch, stale = score, epoch, 0
             else:
                 stale += 1
         else:
             best_epoch = epoch
         if dist.primary:
             append_jsonl(run_dir / "metrics.jsonl", row)
-            if s2.train.keep == "last" or improved or not len(val.videos):
+            if s2.train.keep == "last" or improved or score is None:
                 save_checkpoint(ckpt, net, checkpoint_meta(
                     cfg, run_dir, meta.get("encoder_key"),
                     **{k: v for k, v in meta.items() if k != "encoder_key"}, epoch=epoch,
@@ -164,8 +176,9 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
         distributed.barrier()
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", f1=f"{row.get('val_macro_f1', float('nan')):.3f}")
         if s2.train.early_stop and stale >= s2.train.early_stop:
-            log.info("early stop at epoch %d: no better val macro-F1 for %d epochs (best %.4f, "
-                     "epoch %d)", epoch, stale, best_f1, best_epoch)
+            log.info("early stop at epoch %d: no better macro-F1 (on the %s videos) for %d epochs "
+                     "(best %.4f, epoch %d)", epoch, "selection" if select is not None else "val",
+                     stale, best_f1, best_epoch)
             stopped_early = True
             break
     return FitResult(best_epoch, best_f1, last_f1, ckpt, stopped_early)

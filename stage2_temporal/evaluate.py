@@ -78,20 +78,24 @@ def interpolate_no_face(probs: np.ndarray, face: np.ndarray) -> np.ndarray:
     return out
 
 
-def smooth(probs: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average over ``window`` frames (shrinking at the ends), per class."""
+def smooth(probs: np.ndarray, window: int, moment_weight: float = 0.0) -> np.ndarray:
+    """Smooth Predicting (CFC-SP): per frame, ``(1 - m)`` x the centred moving average of the
+    probabilities over ``window`` frames (shrinking at the ends) -- the period around the
+    frame, CFC-SP's "universal" evidence -- plus ``m`` x the frame's own probabilities -- the
+    moment, its "unique" evidence. ``m = 0`` is the plain moving average."""
     if window <= 1 or len(probs) < 2:
         return probs
     half = window // 2
     csum = np.concatenate([np.zeros((1, probs.shape[1])), np.cumsum(probs, 0)])
     t = np.arange(len(probs))
     lo, hi = np.clip(t - half, 0, len(probs)), np.clip(t + half + 1, 0, len(probs))
-    return (csum[hi] - csum[lo]) / (hi - lo)[:, None]
+    period = (csum[hi] - csum[lo]) / (hi - lo)[:, None]
+    return period if moment_weight <= 0 else (1 - moment_weight) * period + moment_weight * probs
 
 
 def postprocess(probs: np.ndarray, face: np.ndarray, post: PostConfig) -> np.ndarray:
     out = interpolate_no_face(probs, face) if post.interpolate else probs
-    return smooth(out, post.smooth_window)
+    return smooth(out, post.smooth_window, post.moment_weight)
 
 
 def post_active(post: PostConfig | None) -> bool:

@@ -2,9 +2,10 @@
 per-frame cross-entropy.
 
 - ``flat``: 8 logits per frame.
-- ``cfcsp`` (CFC-SP, coarse-to-fine cascade): 5 coarse logits ``[Neutral, Happiness, Surprise,
-  Other, Negative]`` then 4 negative logits ``[Anger, Disgust, Fear, Sadness]``; the negative
-  head is trained only on negative frames. Soft cascade: ``p8[neg k] = p5[Negative] * p4[k]``.
+- ``cfcsp`` / ``cfcsp_shared`` (CFC-SP, coarse-to-fine cascade; two networks, or two heads on
+  one trunk): 5 coarse logits ``[Neutral, Happiness, Surprise, Other, Negative]`` then 4
+  negative logits ``[Anger, Disgust, Fear, Sadness]``; the negative part is trained only on
+  negative frames. Soft cascade: ``p8[neg k] = p5[Negative] * p4[k]``.
 
 Class ids come from probabilities through ``decide`` (window averaging and smoothing act on
 probabilities, so the decision is taken last): ``soft`` = argmax of the 8 probabilities;
@@ -46,9 +47,9 @@ DECISION_RULES = ("soft", "hard")
 
 
 def decision_rule(model_cfg: TemporalModelConfig) -> str:
-    """The rule a ``stage2.model`` config predicts with: its ``cascade`` for the cfcsp head,
+    """The rule a ``stage2.model`` config predicts with: its ``cascade`` for the CFC-SP heads,
     plain argmax (soft) for the flat head."""
-    return model_cfg.cascade if model_cfg.head == "cfcsp" else "soft"
+    return model_cfg.cascade if model_cfg.head != "flat" else "soft"
 
 
 def decide(probs8: np.ndarray, rule: str) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Temporal model: token augmentation (training only), projection D -> d, Transformer encoder
-over the clip, per-frame head (flat 8-way, or the CFC-SP coarse + negative cascade).
+over the clip, per-frame head (flat 8-way, or the CFC-SP coarse + negative cascade, as two
+networks or as two heads on one shared trunk).
 
 Defaults follow the V-NAW release (4 layers, d 512, 1 head, ff 512, dropout 0.6, no positional
 encoding); all of it is configurable.
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from pipeline.config import TemporalModelConfig, TokenAugConfig
+from pipeline.labels import COARSE_CLASSES, NEGATIVE_CLASSES
 from stage2_temporal.augment import TokenAugment
 from stage2_temporal.heads import out_dim, probs8
 
@@ -43,8 +45,11 @@ class LearnedPositions(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
+    """One temporal network: projection, Transformer encoder, per-frame linear head with
+    ``n_out`` outputs (default: what ``cfg.head`` needs; the shared-trunk CFC-SP head has 5 + 4)."""
+
     def __init__(self, in_dim: int, cfg: TemporalModelConfig, aug: TokenAugConfig | None = None,
-                 max_len: int = 1024):
+                 max_len: int = 1024, n_out: int | None = None):
         super().__init__()
         self.in_dim = in_dim
         self.head_kind = cfg.head
@@ -61,7 +66,7 @@ class TemporalTransformer(nn.Module):
         layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.heads, cfg.ff, cfg.dropout,
                                            batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
-        self.head = nn.Linear(cfg.d_model, out_dim(cfg.head))
+        self.head = nn.Linear(cfg.d_model, n_out or out_dim(cfg.head))
 
     def forward_features(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """(B, P, D) embeddings, (B, P) bool valid keys -> (B, P, d) temporal features.
@@ -90,4 +95,35 @@ class TemporalTransformer(nn.Module):
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, P, out) logits -> (B, P, 8) class probabilities."""
+        return probs8(logits, self.head_kind)
+
+
+class CascadeTransformer(nn.Module):
+    """CFC-SP as its source describes it: two temporal networks, a coarse 5-way one
+    ``[Neutral, Happiness, Surprise, Other, Negative]`` trained on every frame and a negative
+    4-way one ``[Anger, Disgust, Fear, Sadness]`` trained on the negative frames (the loss masks
+    the others, ``heads.frame_ce``). They share nothing but the (augmented) input; their logits
+    are concatenated (5 + 4) so the cascade's probabilities and decision rules are those of the
+    shared-trunk head (``model.head: cfcsp_shared``)."""
+
+    def __init__(self, in_dim: int, cfg: TemporalModelConfig, aug: TokenAugConfig | None = None,
+                 max_len: int = 1024):
+        super().__init__()
+        self.in_dim = in_dim
+        self.head_kind = cfg.head
+        self.augment = TokenAugment(in_dim, aug or TokenAugConfig(enabled=False))
+        self.coarse = TemporalTransformer(in_dim, cfg, None, max_len, n_out=len(COARSE_CLASSES))
+        self.negative = TemporalTransformer(in_dim, cfg, None, max_len, n_out=len(NEGATIVE_CLASSES))
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None,
+                return_keys: bool = False):
+        """(B, P, D) -> (B, P, 9) logits: 5 coarse, then 4 negative."""
+        keys = valid
+        if valid is not None:
+            x, keys = self.augment(x, valid)
+        logits = torch.cat([self.coarse(x, keys), self.negative(x, keys)], dim=-1)
+        return (logits, keys) if return_keys else logits
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, P, 9) logits -> (B, P, 8) class probabilities (soft cascade)."""
         return probs8(logits, self.head_kind)

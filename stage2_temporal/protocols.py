@@ -13,7 +13,7 @@ from pipeline.errors import UsageError
 from pipeline.io import atomic_write, read_jsonl, write_text
 from pipeline.labels import CLASSES
 from pipeline.metrics import F1Report, to_markdown
-from stage2_temporal.runs import TrainResult, train
+from stage2_temporal.runs import TrainResult, evaluate_run, train
 
 
 def f1_values(report: F1Report) -> dict:
@@ -26,26 +26,50 @@ def f1_row(name: str, report: F1Report) -> dict:
     return {"val_set": name, **f1_values(report)}
 
 
-def kfold(store_path: str | Path, out: str | Path, cfg: Config,
-          folds: int) -> tuple[pd.DataFrame, dict[str, TrainResult]]:
-    """Table-1-shaped report (V-NAW paper): one row per random 7:3 video split plus the
-    official split; columns = per-class F1 and the average, in %. Also returns each run."""
+SELECT_RATIO = 0.15     # share of training frames that choose the checkpoint in k-fold runs
+
+
+def kfold(store_path: str | Path, out: str | Path, cfg: Config, folds: int,
+          split: str = "kfold") -> tuple[pd.DataFrame, dict[str, TrainResult]]:
+    """Table-1-shaped report (V-NAW paper): the official split plus ``folds`` rows, either K
+    disjoint folds of all annotated videos (``split="kfold"``: every video validated once) or
+    K independent random 7:3 video draws (``"random"``, the paper's protocol); columns =
+    per-class F1 and the average, in %.
+
+    No reported F1 comes from an epoch chosen on the videos it is reported on: a run that keeps
+    its best epoch (``train.keep: best``) chooses it on a share of its training videos
+    (``data.select_ratio``, 0.15 when unset), and the last epoch of every run is reported too
+    (``kfold_last.{csv,md}``). Returns the table of the kept checkpoints and each run."""
+    if split not in ("kfold", "random"):
+        raise UsageError(f"split must be kfold or random, got {split!r}")
     out = Path(out)
-    rows, runs = [], {}
+    rows, last_rows, runs = [], [], {}
     plan = [("official", {"split": "official"})] + [
-        (f"fold-{k + 1}", {"split": "kfold", "folds": folds, "fold": k}) for k in range(folds)]
+        (f"fold-{k + 1}", {"split": split, "folds": folds, "fold": k}) for k in range(folds)]
+    best = cfg.stage2.train.keep == "best"
     for name, data in plan:
         c = cfg.model_copy(deep=True)
+        if best and not c.stage2.data.select_ratio:
+            data = {**data, "select_ratio": SELECT_RATIO}
         c.stage2.data = c.stage2.data.model_copy(update=data)
         res = train(store_path, out / name, c)
         if res.report is None:
             raise UsageError(f"{name}: no validation videos")
         rows.append(f1_row(name, res.report))
+        last = evaluate_run(res.run_dir, weights="last").report if best else res.report
+        last_rows.append(f1_row(name, last))
         runs[name] = res
-    table = pd.DataFrame(rows)
+    table, last_table = pd.DataFrame(rows), pd.DataFrame(last_rows)
     if distributed.is_primary():
+        what = {"kfold": f"{folds} disjoint folds", "random": f"{folds} random 7:3 video draws"}[split]
+        chosen = (f"checkpoint chosen on {int(100 * (cfg.stage2.data.select_ratio or SELECT_RATIO))} % "
+                  f"of each run's training frames" if best else "last epoch")
         atomic_write(out / "kfold.csv", lambda p: table.to_csv(p, index=False))
-        write_text(out / "kfold.md", "# F1 (%) per validation set\n\n" + to_markdown(table))
+        write_text(out / "kfold.md", f"# F1 (%) per validation set: official + {what}; {chosen}\n\n"
+                   + to_markdown(table))
+        atomic_write(out / "kfold_last.csv", lambda p: last_table.to_csv(p, index=False))
+        write_text(out / "kfold_last.md", f"# F1 (%) per validation set: official + {what}; last "
+                   f"epoch\n\n" + to_markdown(last_table))
     return table, runs
 
 
@@ -91,61 +115,96 @@ def _write_seed_report(out: Path, stem: str, per_run: pd.DataFrame, table: pd.Da
         write_text(out / f"{stem}.md", f"# {title}\n\n" + to_markdown(table.reset_index(names="row")))
 
 
-ABLATION_ROWS = (("vanilla", False, False), ("+Aug", True, False), ("+NAW", False, True),
-                 ("+Aug +NAW", True, True))
+# (row, token augmentation, NAW form or None = plain CE, token-drop mode)
+ABLATION_ROWS = (
+    ("vanilla", False, None, "remove"),
+    ("+Aug", True, None, "remove"),
+    ("+Aug (key mask)", True, None, "key_mask"),
+    ("+NAW (paper)", False, "paper", "remove"),
+    ("+NAW (frame_detached)", False, "frame_detached", "remove"),
+    ("+Aug +NAW (paper)", True, "paper", "remove"),
+    ("+Aug +NAW (frame_detached)", True, "frame_detached", "remove"),
+)
+
+
+def _tag(name: str) -> str:
+    """Folder name of a row: '+Aug +NAW (paper)' -> 'plus_Augplus_NAW_paper'."""
+    return name.replace("+", "plus_").replace(" ", "").replace("(", "_").replace(")", "")
 
 
 def ablate(store_path: str | Path, out: str | Path, cfg: Config, seeds: int) -> pd.DataFrame:
-    """V-NAW Table 2: the four aug/NAW combinations, each over ``seeds`` seeds, official split.
-    Every run keeps its last epoch, so no number is chosen on the set it is reported on."""
+    """V-NAW Table 2 and the variants this project offers, each over ``seeds`` seeds on the
+    official split: vanilla, +Aug (frame skipping as removal, and as key masking), +NAW in the
+    paper form and in the frame_detached form, and both with +Aug. Rows without NAW train on
+    the CE the configured form uses (paper: CE of the clip mean, eq. 10). Every run keeps its
+    last epoch, so no number is chosen on the set it is reported on."""
     out = Path(out)
-    names = {name.replace(" ", "").replace("+", "plus_") or "vanilla": (name, aug, naw)
-             for name, aug, naw in ABLATION_ROWS}
-    variants = [(tag, {"aug": {"enabled": aug}, "naw": {"enabled": naw}})
-                for tag, (_, aug, naw) in names.items()]
+    plain_target = cfg.stage2.loss_target()
+    variants, names = [], {}
+    for name, aug, form, drop in ABLATION_ROWS:
+        tag = _tag(name)
+        # a NAW row is its form exactly (target and weight gradient as the form says)
+        naw = {"enabled": form is not None, "form": form or cfg.stage2.naw.form,
+               **({"weight_grad": None} if form else {})}
+        loss = {"target": None if form else plain_target}
+        variants.append((tag, {"aug": {"enabled": aug, "drop_mode": drop}, "naw": naw, "loss": loss}))
+        names[tag] = (name, aug, form, drop)
     runs = []
     for tag, c, res in _seed_runs(store_path, out, cfg, seeds, variants, "ablation"):
-        name, aug, naw = names[tag]
-        runs.append({"row": name, "aug": aug, "naw": naw, "seed": c.seed,
-                     **f1_row(name, res.report), "best_epoch_f1": round(100 * max(
+        name, aug, form, drop = names[tag]
+        runs.append({"row": name, "aug": aug, "naw": form or "", "drop_mode": drop if aug else "",
+                     "target": c.stage2.loss_target(), "weight_grad": c.stage2.grad_through_weight()
+                     if form else "", "seed": c.seed, **f1_row(name, res.report),
+                     "best_epoch_f1": round(100 * max(
                          r.get("val_macro_f1", 0) for r in read_jsonl(res.run_dir / "metrics.jsonl")), 2)})
     per_run = pd.DataFrame(runs)
-    table = _mean_std_table(per_run, [r for r, _, _ in ABLATION_ROWS])
-    table.insert(0, "NAW", ["✓" if n else "" for _, _, n in ABLATION_ROWS])
-    table.insert(0, "Aug", ["✓" if a else "" for _, a, _ in ABLATION_ROWS])
+    rows = [r[0] for r in ABLATION_ROWS]
+    table = _mean_std_table(per_run, rows)
+    table.insert(0, "NAW", [f or "" for _, _, f, _ in ABLATION_ROWS])
+    table.insert(0, "Aug", [("✓" + (" key mask" if d == "key_mask" else "")) if a else ""
+                            for _, a, _, d in ABLATION_ROWS])
     _write_seed_report(out, "ablation", per_run, table,
-                       f"Ablation: macro-F1 and per-class F1 (%), mean ± std over {seeds} seed(s)")
+                       f"Ablation: macro-F1 and per-class F1 (%), mean ± std over {seeds} seed(s); "
+                       f"rows without NAW train on the {plain_target} CE")
     return table
 
 
-HEADS_ROWS = ("flat", "flat + SP", "CFC-SP soft", "CFC-SP soft + SP", "CFC-SP hard",
-              "CFC-SP hard + SP")
+HEAD_NAMES = {"flat": "flat", "cfcsp": "CFC (two networks)", "cfcsp_shared": "CFC (shared trunk)"}
+HEADS_ROWS = tuple(
+    f"{HEAD_NAMES[head]}{'' if head == 'flat' else ' ' + rule}{sp}"
+    for head in HEAD_NAMES for rule in (("soft",) if head == "flat" else ("soft", "hard"))
+    for sp in ("", " + SP"))
 
 
 def compare_heads(store_path: str | Path, out: str | Path, cfg: Config, seeds: int) -> pd.DataFrame:
-    """Flat head vs CFC-SP over ``seeds`` seeds each, official split, last epoch kept. Rows:
-    each head's raw output and "+ SP" (Smooth Predicting: the run's post-processing with the
-    centred moving average over ``stage2.post.smoothing_window()`` frames); the CFC-SP runs are
-    scored under both decision rules (soft / hard cascade) from the same probabilities."""
+    """Flat head vs CFC-SP as two networks vs CFC-SP as one shared trunk, over ``seeds`` seeds
+    each, official split, last epoch kept. Rows: each head's raw output and "+ SP" (Smooth
+    Predicting, ``evaluate.smooth_predict``: the run's post-processing with the window
+    ``stage2.post.smoothing_window()`` and moment weight ``stage2.post.moment_weight``); the
+    CFC-SP runs are scored under both decision rules (soft / hard cascade) from the same
+    probabilities."""
     out = Path(out)
     window = cfg.stage2.post.smoothing_window()
     post = {"smooth_window": window}
     variants = [("flat", {"model": {"head": "flat", "cascade": "soft"}, "post": post}),
-                ("cfcsp", {"model": {"head": "cfcsp"}, "post": post})]
+                ("cfcsp", {"model": {"head": "cfcsp"}, "post": post}),
+                ("cfcsp_shared", {"model": {"head": "cfcsp_shared"}, "post": post})]
     runs = []
     for head, c, res in _seed_runs(store_path, out, cfg, seeds, variants, "heads"):
         rules = ("soft",) if head == "flat" else ("soft", "hard")
         for rule in rules:
             raw, smoothed = res.eval.reports(rule)
-            name = "flat" if head == "flat" else f"CFC-SP {rule}"
+            name = HEAD_NAMES[head] + ("" if head == "flat" else f" {rule}")
             for row, report in ((name, raw), (f"{name} + SP", smoothed)):
-                runs.append({"row": row, "head": head, "cascade": rule if head == "cfcsp" else "",
+                runs.append({"row": row, "head": head, "cascade": rule if head != "flat" else "",
                              "smooth_window": window if row.endswith("+ SP") else 0,
+                             "moment_weight": cfg.stage2.post.moment_weight if row.endswith("+ SP") else "",
                              "seed": c.seed, **f1_values(report)})
     per_run = pd.DataFrame(runs)
     table = _mean_std_table(per_run, list(HEADS_ROWS))
     interp = ", no-face frames interpolated" if cfg.stage2.post.interpolate else ""
     _write_seed_report(out, "heads", per_run, table,
-                       f"Flat head vs CFC-SP: per-class F1 and Avg (macro-F1, %), mean ± std over "
-                       f"{seeds} seed(s); + SP = centred moving average over {window} frames{interp}")
+                       f"Flat head vs CFC-SP (two networks / shared trunk): per-class F1 and Avg "
+                       f"(macro-F1, %), mean ± std over {seeds} seed(s); + SP = Smooth Predicting "
+                       f"over {window} frames, moment weight {cfg.stage2.post.moment_weight}{interp}")
     return table

@@ -57,25 +57,32 @@ def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool
         store_path = json.loads((run_dir / "stage2.json").read_text())["store"]
     store = EmbeddingStore.open(store_path)
     loaded = store.load()
-    train_idx, val_idx = select_split(loaded, cfg)
+    try:
+        train_idx, val_idx, select_idx = select_split(loaded, cfg)
+    except ValueError as e:
+        raise UsageError(f"{store_path}: stage2.data: {e}") from None
     if not train_idx:
         raise UsageError(f"{store_path}: no training videos for split '{cfg.stage2.data.split}' "
                          f"(videos need split=train in the store)")
     hold = device if cfg.stage2.data.preload == "device" else torch.device("cpu")
     train_c, val_c = _cache(loaded, train_idx, hold), _cache(loaded, val_idx, hold)
+    select_c = _cache(loaded, select_idx, hold) if select_idx else None
     if dist.primary and not resume:
         init_run_dir(run_dir, cfg, "stage2")
         write_json(run_dir / "stage2.json", {
             "store": str(Path(store_path).resolve()), "encoder_key": store.encoder_key,
-            "encoder_run": store.meta.get("encoder_run"), "in_dim": store.dim, "split": cfg.stage2.data.split, "fold": cfg.stage2.data.fold,
-            "train_videos": train_c.videos, "val_videos": val_c.videos})
+            "encoder_run": store.meta.get("encoder_run"), "in_dim": store.dim,
+            "split": cfg.stage2.data.split, "fold": cfg.stage2.data.fold,
+            "train_videos": train_c.videos, "val_videos": val_c.videos,
+            "select_videos": select_c.videos if select_c else []})
     distributed.barrier()
     result = fit(train_c, val_c, cfg, run_dir, device,
-                 {"encoder_key": store.encoder_key, "in_dim": store.dim}, resume=resume)
+                 {"encoder_key": store.encoder_key, "in_dim": store.dim}, resume=resume,
+                 select=select_c)
     report = post = evaluated = None
     if dist.primary:
         plot_curves(read_jsonl(run_dir / "metrics.jsonl"), run_dir / "learning_curve.png",
-                    score_keys=("val_acc", "val_macro_f1", "val_macro_f1_post"),
+                    score_keys=("val_acc", "val_macro_f1", "val_macro_f1_post", "select_macro_f1"),
                     title=f"stage 2 ({cfg.stage2.model.head}, aug {'on' if cfg.stage2.aug.enabled else 'off'},"
                           f" V-NAW {'on' if cfg.stage2.naw.enabled else 'off'})")
     distributed.barrier()
@@ -97,16 +104,30 @@ def load_run_model(run_dir: str | Path) -> tuple[torch.nn.Module, Config, dict, 
     info = json.loads((run_dir / "stage2.json").read_text())
     state, meta = load_checkpoint(run_dir / "checkpoint.safetensors")
     model = build_model(int(info["in_dim"]), cfg)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        hint = (" (a CFC-SP run from before the two-network cascade: add "
+                "stage2.model.head=cfcsp_shared to its config.yaml)"
+                if cfg.stage2.model.head == "cfcsp" and not any(k.startswith("coarse.") for k in state)
+                else "")
+        raise UsageError(f"{run_dir}/checkpoint.safetensors does not fit the model its config "
+                         f"describes{hint}") from None
     return model.eval(), cfg, info, meta
 
 
 def evaluate_run(run_dir: str | Path, store_path: str | Path | None = None,
-                 split: str = "val") -> EvalResult:
-    """Evaluate a run's checkpoint on every annotated frame of its validation videos (those of
-    its own split) and write ``RUN_DIR/eval/`` (primary rank)."""
+                 split: str = "val", weights: str = "checkpoint") -> EvalResult:
+    """Evaluate a run on every annotated frame of its validation videos (those of its own
+    split) and write ``RUN_DIR/eval/`` (primary rank). ``weights="last"`` scores the last
+    epoch's weights (from ``train_state.pt``) instead of the kept checkpoint, into
+    ``RUN_DIR/eval_last/``."""
     run_dir = Path(run_dir)
     model, cfg, info, meta = load_run_model(run_dir)
+    if weights == "last":
+        state = torch.load(run_dir / "train_state.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        meta = {**meta, "epoch": int(state["epoch"])}
     dist, device = setup_rank(cfg, quiet=False)
     store = EmbeddingStore.open(store_path or info["store"])
     if store.encoder_key != info["encoder_key"]:
@@ -128,7 +149,7 @@ def evaluate_run(run_dir: str | Path, store_path: str | Path | None = None,
     res = evaluate(model.to(device), cache, cfg.stage2.data.clip_len, eval_stride(cfg), cfg.stage2.post,
                    rule=rule)
     if distributed.is_primary():
-        write_eval(run_dir / "eval", res, loaded, cfg,
+        write_eval(run_dir / ("eval" if weights == "checkpoint" else "eval_last"), res, loaded, cfg,
                    title=f"{split}: macro-F1 {100 * res.report.macro_f1:.2f} (epoch {meta.get('epoch')})",
                    extra={"split": split, "checkpoint_epoch": meta.get("epoch"), "decision_rule": rule,
                           "videos": len(names), "frames_scored": int(res.report.support.sum())})

@@ -206,13 +206,30 @@ def test_kfold_and_ablation_reports(store, tmp_path):
     assert list(table.columns) == ["val_set", *CLASSES, "Avg"]
     f1s = json.loads((tmp_path / "kf" / "fold-1" / "stage2.json").read_text())
     assert set(f1s["train_videos"]).isdisjoint(f1s["val_videos"])
+    # disjoint folds covering every annotated video once; the checkpoint is chosen on
+    # training videos held out for it, never on the fold; the last epoch is reported too
+    folds = [json.loads((tmp_path / "kf" / f"fold-{k}" / "stage2.json").read_text()) for k in (1, 2)]
+    assert set(folds[0]["val_videos"]).isdisjoint(folds[1]["val_videos"])
+    official = json.loads((tmp_path / "kf" / "official" / "stage2.json").read_text())
+    every = set(official["train_videos"]) | set(official["val_videos"]) | set(official["select_videos"])
+    assert set(folds[0]["val_videos"]) | set(folds[1]["val_videos"]) == every
+    for f in folds:
+        assert f["select_videos"] and set(f["select_videos"]).isdisjoint(f["val_videos"] + f["train_videos"])
+    assert list(pd.read_csv(tmp_path / "kf" / "kfold_last.csv").val_set) == ["official", "fold-1", "fold-2"]
     a = cli("stage2", "ablate", "--store", store, "--seeds", "2", "--out", tmp_path / "ab", *SMALL,
             "stage2.train.epochs=1")
     assert a.returncode == 0, a.stderr[-2000:]
     runs = pd.read_csv(tmp_path / "ab" / "ablation_runs.csv")
-    assert len(runs) == 8 and set(runs.row) == {"vanilla", "+Aug", "+NAW", "+Aug +NAW"}
+    assert len(runs) == 14 and set(runs.row) == {
+        "vanilla", "+Aug", "+Aug (key mask)", "+NAW (paper)", "+NAW (frame_detached)",
+        "+Aug +NAW (paper)", "+Aug +NAW (frame_detached)"}
+    paper = runs[runs.row == "+NAW (paper)"].iloc[0]
+    assert paper.target == "clip" and bool(paper.weight_grad)
+    detached = runs[runs.row == "+NAW (frame_detached)"].iloc[0]
+    assert detached.target == "frame" and not bool(detached.weight_grad)
     md = (tmp_path / "ab" / "ablation.md").read_text()
-    assert "±" in md and md.count("\n|") >= 6
+    assert "±" in md and md.count("\n|") >= 9
     cfg = json.loads(json.dumps(__import__("yaml").safe_load(
-        (tmp_path / "ab" / "plus_Augplus_NAW" / "seed1" / "config.yaml").read_text())))
+        (tmp_path / "ab" / "plus_Augplus_NAW_paper" / "seed1" / "config.yaml").read_text())))
     assert cfg["stage2"]["aug"]["enabled"] and cfg["stage2"]["naw"]["enabled"] and cfg["seed"] == 1
+    assert cfg["stage2"]["naw"]["form"] == "paper" and cfg["stage2"]["aug"]["drop_mode"] == "remove"

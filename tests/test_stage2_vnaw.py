@@ -13,7 +13,7 @@ from stage2_temporal.augment import TokenAugment, channel_masks, drop_tokens
 from stage2_temporal.evaluate import interpolate_no_face, postprocess, smooth
 from stage2_temporal.heads import decide, frame_ce, probs8
 from stage2_temporal.losses import balanced_class_weights, clip_majority, vnaw_loss
-from stage2_temporal.splits import kfold_split
+from stage2_temporal.splits import kfold_folds, random_split as kfold_split
 
 
 # ------------------------------------------------------------------ augmentation
@@ -274,3 +274,37 @@ def test_vnaw_paper_form_matches_a_hand_computed_loss_and_gradient():
     # the frame_detached variant has another gradient (w constant, frame CE)
     other = load_config(overrides=["stage2.naw.form=frame_detached"]).stage2
     assert other.loss_target() == "frame" and not other.grad_through_weight()
+
+
+def test_kfold_folds_are_disjoint_cover_every_video_and_keep_pairs_together():
+    rng = np.random.default_rng(0)
+    videos = [f"v{i:02d}" for i in range(20)] + ["pair_left", "pair_right", "solo"]
+    lengths = [int(n) for n in rng.integers(200, 3000, len(videos))]
+    for k in (2, 3, 5):
+        folds = kfold_folds(videos, lengths, k, seed=0)
+        assert len(folds) == k and all(folds)
+        flat = [v for f in folds for v in f]
+        assert sorted(flat) == sorted(videos) and len(flat) == len(set(flat))   # each video once
+        side = [i for i, f in enumerate(folds) if "pair_left" in f]
+        assert side == [i for i, f in enumerate(folds) if "pair_right" in f]
+        frames = [sum(lengths[videos.index(v)] for v in f) for f in folds]
+        assert max(frames) <= 1.5 * min(frames)                                  # balanced by frames
+    assert kfold_folds(videos, lengths, 3, seed=0) == kfold_folds(videos, lengths, 3, seed=0)
+    # the seed orders videos of equal length (longest first decides the rest)
+    same = [1000] * len(videos)
+    assert kfold_folds(videos, same, 3, seed=0) != kfold_folds(videos, same, 3, seed=1)
+    with pytest.raises(ValueError, match="folds"):
+        kfold_folds(videos[:2], lengths[:2], 3, seed=0)
+
+
+def test_smooth_predicting_mixes_period_and_moment():
+    p = np.zeros((9, 8))
+    p[:, 0] = 1.0
+    p[4] = 0.0
+    p[4, 4] = 1.0                                   # one frame of Happiness in Neutral
+    period = smooth(p, 5)
+    np.testing.assert_allclose(period[4, [0, 4]], [0.8, 0.2])
+    mixed = smooth(p, 5, moment_weight=0.5)
+    np.testing.assert_allclose(mixed[4, [0, 4]], [0.4, 0.6])     # 0.5 * period + 0.5 * moment
+    np.testing.assert_allclose(mixed.sum(1), 1.0)
+    np.testing.assert_array_equal(smooth(p, 5, 1.0), p)           # all moment: unchanged

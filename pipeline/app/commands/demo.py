@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_config_args(sub.add_parser("demo", help="the embedded default, end to end"))
     p.add_argument("--out", metavar="DIR", help="output folder (default artifacts/demo)")
     p.add_argument("--folds", type=int, default=3, metavar="K",
-                   help="random 7:3 video splits reported beside the official one (0 = none)")
+                   help="disjoint video folds reported beside the official split (0 = none)")
     p.set_defaults(handler=demo_command)
 
 
@@ -100,10 +100,10 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
 
     t = time.time()
     log.info("[5/7] stage 2: train Transformer + V-NAW on the cached embeddings; official split"
-             "%s", f" and {folds} random 7:3 video splits" if folds else "")
+             "%s", f" and {folds} disjoint video folds" if folds else "")
     stage2_dir = out / "runs" / "stage2"
     if folds:
-        table, runs = stage2.kfold(emb.store, stage2_dir, cfg, folds)
+        table, runs = stage2.kfold(emb.store, stage2_dir, cfg, folds, "kfold")
         res = runs["official"]
     else:
         table, res = None, stage2.train(emb.store, stage2_dir / "official", cfg)
@@ -149,7 +149,7 @@ def demo_command(args: argparse.Namespace) -> int:
           f" validation videos (every annotated frame):")
     print(report.text())
     if result["table"] is not None:
-        print("\nF1 (%) per validation set (official split + random 7:3 video splits; V-NAW Table 1 shape):")
+        print("\nF1 (%) per validation set (official split + disjoint video folds; V-NAW Table 1 shape):")
         print(to_markdown(result["table"]))
     pred = result["predict"]
     print("\nPredictions on new videos (stage 0 -> 1 -> 2; CSV, ABAW submission, timeline PNG):")

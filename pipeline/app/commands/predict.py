@@ -174,7 +174,7 @@ class Predictor:
         loaded = EmbeddingStore.open(store_path).load([name])
         face = loaded.face.astype(bool)
         probs = stage2.predict_video(self.model, loaded, self.cfg, self.device)
-        smoothed = stage2.smooth(probs, self.smooth_window)
+        smoothed = stage2.smooth(probs, self.smooth_window, self.cfg.stage2.post.moment_weight)
         rows = manifest[manifest["video"] == name].sort_values("frame")
         df = pd.DataFrame({"frame": rows["frame"].to_numpy(), "time_s": rows["time_s"].to_numpy(),
                            "has_face": face})
