@@ -175,6 +175,54 @@ def test_neighbours_find_the_near_copies_sorted_with_a_strip_of_crops(art, tmp_p
     assert warned == (covered < k + 1)
 
 
+def test_exclude_query_video_finds_similar_frames_in_other_videos_only(art, tmp_path, capsys):
+    """``dups`` rows 2..6 are near copies of one v00 frame: from dups:2 the plain search returns
+    its own video's copies (and the original) first; with --exclude-query-video no dups frame is
+    left and the v00 original comes first, the hits being exactly the brute-force top k of the other videos."""
+    k = 6
+    assert run(art["store"], "--neighbours", "dups:2", "--k", k, "--out", tmp_path,
+               "--json", tmp_path / "plain.json") == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())["neighbours"]
+    assert plain["exclude_query_video"] is False
+    assert {(h["video"], h["frame"]) for h in plain["hits"][:N_DUPS]} == \
+        {("dups", f) for f in range(3, 2 + N_DUPS)} | {("v00", art["query"])}
+    capsys.readouterr()
+
+    assert run(art["store"], "--neighbours", "dups:2", "--k", k, "--exclude-query-video",
+               "--out", tmp_path, "--json", tmp_path / "other.json") == 0
+    out = capsys.readouterr().out
+    nb = json.loads((tmp_path / "other.json").read_text())["neighbours"]
+    hits = nb["hits"]
+    assert nb["exclude_query_video"] is True and len(hits) == k
+    assert all(h["video"] != "dups" for h in hits)
+    assert (hits[0]["video"], hits[0]["frame"]) == ("v00", art["query"]) and hits[0]["similarity"] > 0.999
+
+    recs = _all_videos(art["store"])
+    qv = recs["dups"].emb[2].astype(np.float32)
+    brute = []
+    for v, rec in recs.items():
+        if v == "dups":
+            continue
+        x = rec.emb.astype(np.float32)
+        sim = x @ qv / (np.linalg.norm(x, axis=1) * np.linalg.norm(qv) + 1e-12)
+        brute += [(float(sim[f]), v, int(f)) for f in np.flatnonzero(rec.face)]
+    brute.sort(key=lambda t: -t[0])
+    assert [(h["video"], h["frame"]) for h in hits] == [(v, f) for _, v, f in brute[:k]]
+    assert f"{k} nearest face frames in videos other than dups to dups:2" in out
+    table = re.findall(r"^\s+(\d+)\s+(\S+)\s+(\d+)\s+([0-9.]+)\s+(\S+)$", out, re.M)
+    assert [(t[1], int(t[2])) for t in table] == [(h["video"], h["frame"]) for h in hits]
+    with Image.open(tmp_path / "neighbours_dups_2.png") as img:   # query + k hits
+        assert img.size == strip_size(k + 1)
+
+
+def test_exclude_query_video_in_a_one_video_store_is_a_usage_error(tmp_path, capsys):
+    store = make_store(tmp_path / "one", n_train=1, n_val=0, seed=5)
+    frame = int(np.flatnonzero(EmbeddingStore.open(store).read_video("v00").face)[0])
+    assert run(store, "--neighbours", f"v00:{frame}", "--exclude-query-video") == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and "no face frame outside v00" in cap.err
+
+
 def test_no_crops_anywhere_gives_placeholders_and_a_warning(art, tmp_path, caplog):
     empty = tmp_path / "nocrops"
     empty.mkdir()
@@ -214,6 +262,31 @@ def test_projection_png_and_csv(art, tmp_path, capsys):
     pd.testing.assert_frame_equal(pd.read_csv(again / "projection_pca.csv"), table)
 
 
+def test_projection_colours_are_the_project_class_colours(art, tmp_path, monkeypatch):
+    """Each class is drawn in its colour of ``pipeline.plots.CLASS_COLOR`` (the timelines' and F1
+    bars' colours), unlabelled frames in ``UNLABELLED_COLOR``: recorded from the scatter calls
+    the command makes."""
+    from matplotlib.axes import Axes
+    from matplotlib.colors import to_rgb
+
+    from pipeline.plots import CLASS_COLOR, UNLABELLED_COLOR
+
+    drawn = {}
+    scatter = Axes.scatter
+
+    def record(self, *a, **kw):
+        drawn[kw["label"].rsplit(" (", 1)[0]] = to_rgb(kw["color"])
+        return scatter(self, *a, **kw)
+
+    monkeypatch.setattr(Axes, "scatter", record)
+    assert run(art["store"], "--project", "--method", "pca", "--out", tmp_path) == 0
+    present = set(pd.read_csv(tmp_path / "projection_pca.csv").label_name)
+    assert set(CLASSES) <= present                          # every class is drawn
+    assert {n: c for n, c in drawn.items() if n in CLASSES} == \
+        {n: to_rgb(CLASS_COLOR[n]) for n in CLASSES}
+    assert drawn["unlabelled (-1)"] == to_rgb(UNLABELLED_COLOR)
+
+
 def test_export_h5_round_trips(art, tmp_path):
     import h5py
 
@@ -240,6 +313,7 @@ BAD = [
     (["{store}", "--neighbours", "dups:3", "--k", "0"], "--k 0: must be at least 1"),
     (["{store}", "--neighbours", "dups:3", "--manifest", "{tmp}/none.parquet"], "file not found"),
     (["{store}", "--neighbours", "dups:3", "--crops", "{tmp}/none"], "not a folder"),
+    (["{store}", "--exclude-query-video"], "--exclude-query-video: only with --neighbours"),
 ]
 if importlib.util.find_spec("umap") is None:
     BAD.append((["{store}", "--project", "--method", "umap"], "umap package is not installed"))

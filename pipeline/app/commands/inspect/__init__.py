@@ -3,6 +3,7 @@
     fer-pipeline inspect artifacts/embeddings/<key>                         counts + per-video table
     fer-pipeline inspect STORE --json stats.json                            the same as JSON
     fer-pipeline inspect STORE --neighbours synth_003:120 --k 10 --out DIR  nearest frames + strip
+    fer-pipeline inspect STORE --neighbours synth_003:120 --exclude-query-video    ... other videos
     fer-pipeline inspect STORE --project --out DIR                          2-D map of face frames
     fer-pipeline inspect STORE --export-h5 store.h5                         one HDF5 file
 
@@ -28,7 +29,7 @@ import numpy as np
 from pipeline.app.commands.inspect.crops import CropFinder, find_crops
 from pipeline.app.commands.inspect.neighbours import (CAPTION, PAD, SIMILARITY_CHUNK, TILE,
                                                       locate, nearest, parse_query, strip_size,
-                                                      thumbnail_strip)
+                                                      thumbnail_strip, video_rows)
 from pipeline.app.commands.inspect.projection import (PROJECTION_DPI, PROJECTION_SIZE_IN, pca_2d,
                                                       plot_projection, project)
 from pipeline.app.commands.inspect.stats import format_stats, label_name, store_stats
@@ -40,7 +41,7 @@ from pipeline.store import EmbeddingStore
 __all__ = ["CAPTION", "PAD", "PROJECTION_DPI", "PROJECTION_SIZE_IN", "SIMILARITY_CHUNK", "TILE",
            "CropFinder", "find_crops", "format_stats", "inspect_command", "label_name", "locate",
            "nearest", "parse_query", "pca_2d", "plot_projection", "project", "register",
-           "store_stats", "strip_size", "thumbnail_strip"]
+           "store_stats", "strip_size", "thumbnail_strip", "video_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "FRAME is the 0-based row in that video's arrays (manifest frame k, crop "
                    "<k:05d>.jpg, is row k-1); also writes a thumbnail strip PNG to --out")
     p.add_argument("--k", type=int, default=10, help="number of neighbours (default 10)")
+    p.add_argument("--exclude-query-video", action="store_true",
+                   help="with --neighbours: leave out every frame of the query's own video, so "
+                   "the neighbours are similar frames of other videos")
     p.add_argument("--project", action="store_true",
                    help="2-D projection of the face frames coloured by label: PNG + CSV in --out")
     p.add_argument("--method", choices=("auto", "pca", "umap"), default="auto",
@@ -95,6 +99,13 @@ def inspect_command(args: argparse.Namespace) -> int:
     store = EmbeddingStore.open(store_path)
     data = store.load()
     query = parse_query(args.neighbours, data) if args.neighbours else None
+    if args.exclude_query_video:
+        if query is None:
+            raise UsageError("--exclude-query-video: only with --neighbours VIDEO:FRAME")
+        start, end = video_rows(data, query)
+        if not (data.face[:start].any() or data.face[end:].any()):
+            raise UsageError(f"--exclude-query-video: no face frame outside "
+                             f"{locate(data, query)[0]} in the store")
     if args.project and not data.face.any():
         raise UsageError(f"{store_path}: no face frames to project")
     out = Path(args.out)
@@ -105,7 +116,7 @@ def inspect_command(args: argparse.Namespace) -> int:
     done = []
 
     if query is not None:
-        rows, sims = nearest(data, query, args.k)
+        rows, sims = nearest(data, query, args.k, exclude_video=args.exclude_query_video)
         q_video, q_frame = locate(data, query)
         hits = []
         for r, sim in zip(rows.tolist(), sims.tolist()):
@@ -113,8 +124,9 @@ def inspect_command(args: argparse.Namespace) -> int:
             hits.append({"video": video, "frame": frame, "similarity": round(float(sim), 6),
                          "label": label_name(int(data.label[r]))})
         q_label = label_name(int(data.label[query]))
-        print(f"\n{len(hits)} nearest face frames to {q_video}:{q_frame} ({q_label}) by cosine "
-              f"similarity:")
+        scope = f" in videos other than {q_video}" if args.exclude_query_video else ""
+        print(f"\n{len(hits)} nearest face frames{scope} to {q_video}:{q_frame} ({q_label}) by "
+              f"cosine similarity:")
         vw = max([len("video")] + [len(h["video"]) for h in hits])
         print(f"{'rank':>4}  {'video':<{vw}}  {'frame':>6}  {'similarity':>10}  label")
         for j, h in enumerate(hits, 1):
@@ -133,7 +145,8 @@ def inspect_command(args: argparse.Namespace) -> int:
                         missing, len(tiles), where)
         strip = thumbnail_strip(tiles, out / f"neighbours_{q_video}_{q_frame}.png")
         report["neighbours"] = {"query": {"video": q_video, "frame": q_frame, "label": q_label},
-                                "k": args.k, "hits": hits, "strip": str(strip),
+                                "k": args.k, "exclude_query_video": args.exclude_query_video,
+                                "hits": hits, "strip": str(strip),
                                 "crops_found": len(tiles) - missing}
         done.append(f"{len(hits)} neighbours of {q_video}:{q_frame} -> {strip}")
 

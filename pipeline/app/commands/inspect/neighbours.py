@@ -1,5 +1,6 @@
 """``--neighbours VIDEO:FRAME``: the query parsed against the store, a chunked cosine scan
-for the most similar face frames, and the thumbnail strip (query first, then the hits).
+for the most similar face frames (``--exclude-query-video``: in the other videos only), and the
+thumbnail strip (query first, then the hits).
 """
 from __future__ import annotations
 
@@ -52,9 +53,19 @@ def parse_query(spec: str, data: LoadedStore) -> int:
     return s + frame
 
 
-def nearest(data: LoadedStore, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def video_rows(data: LoadedStore, row: int) -> tuple[int, int]:
+    """[start, end) rows of the video that holds ``row``."""
+    i = int(np.searchsorted(data.offsets, row, side="right") - 1)
+    start = int(data.offsets[i])
+    return start, start + int(data.lengths()[i])
+
+
+def nearest(data: LoadedStore, row: int, k: int,
+            exclude_video: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` face rows most cosine-similar to ``row`` (itself excluded): (rows, similarity),
-    most similar first, ties by row."""
+    most similar first, ties by row. ``exclude_video``: leave out every frame of ``row``'s own
+    video (similar frames in other videos only); fewer than ``k`` rows when fewer remain."""
+    skip = video_rows(data, row) if exclude_video else (row, row + 1)
     q = data.emb[row].astype(np.float32)
     q /= max(float(np.linalg.norm(q)), 1e-12)
     cand_rows, cand_sims = [], []
@@ -66,8 +77,9 @@ def nearest(data: LoadedStore, row: int, k: int) -> tuple[np.ndarray, np.ndarray
             norms = np.linalg.norm(x, axis=1)
             sim = (x @ q) / np.maximum(norms, 1e-12)                  # (C,)
             sim[~data.face[s:e]] = -np.inf
-            if s <= row < e:
-                sim[row - s] = -np.inf
+            a, b = max(s, skip[0]), min(e, skip[1])
+            if a < b:
+                sim[a - s:b - s] = -np.inf
             keep = np.flatnonzero(np.isfinite(sim))
             if keep.size > k:
                 keep = keep[np.argpartition(-sim[keep], k - 1)[:k]]

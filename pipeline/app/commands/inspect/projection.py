@@ -1,5 +1,6 @@
 """``--project``: a 2-D map of the face frames (UMAP when installed, else PCA with fixed axis
-signs), drawn as a scatter coloured by label.
+signs), drawn as a scatter coloured by label in the project's class colours
+(``pipeline.plots.CLASS_COLORS``, the colours of the timelines and F1 bars).
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from pipeline.io import atomic_path
 from pipeline.labels import CLASSES, IGNORE, NUM_CLASSES
+from pipeline.plots import CLASS_COLORS, UNLABELLED_COLOR
 
 PROJECTION_SIZE_IN, PROJECTION_DPI = (8.0, 7.0), 100   # -> 800 x 700 px
 
@@ -52,10 +54,8 @@ def plot_projection(coords: np.ndarray, labels: np.ndarray, path: Path, title: s
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=PROJECTION_SIZE_IN)
-    tab10 = plt.get_cmap("tab10").colors
-    colours = [tab10[i] for i in (0, 1, 2, 3, 4, 5, 6, 9)]     # tab10's grey (7) marks -1 only
-    groups = [(IGNORE, "unlabelled (-1)", (0.75, 0.75, 0.75))] + \
-        [(c, CLASSES[c], colours[c]) for c in range(NUM_CLASSES)]
+    groups = [(IGNORE, "unlabelled (-1)", UNLABELLED_COLOR)] + \
+        [(c, CLASSES[c], CLASS_COLORS[c]) for c in range(NUM_CLASSES)]
     size = max(2.0, min(12.0, 6000.0 / max(len(coords), 1)))
     for cid, name, colour in groups:
         m = labels == cid
