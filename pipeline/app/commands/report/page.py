@@ -92,14 +92,17 @@ class Page:
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;
  color:#222;background:#fafafa}
-main{max-width:1240px;margin:0 auto;padding:16px 24px 48px;background:#fff}
+main{max-width:1240px;margin:0 auto;padding:16px 24px 48px;background:#fff;
+ overflow-wrap:break-word}
 h1{font-size:1.5em;margin:.4em 0}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd;
  padding-bottom:.2em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em}
-td,th{border:1px solid #ddd;padding:3px 9px;text-align:right}
+table{border-collapse:collapse;margin:.5em 0;font-size:.88em}
+td,th{border:1px solid #ddd;padding:3px 7px;text-align:right}
+.scroll{overflow-x:auto;max-width:100%}
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
-table.facts td{text-align:left;border:none;padding:1px 12px 1px 0}
-table.facts td:first-child{color:#666}
+table.facts td{text-align:left;border:none;padding:1px 12px 1px 0;white-space:normal;
+ vertical-align:top;overflow-wrap:anywhere}
+table.facts td:first-child{color:#666;white-space:nowrap}
 .note{background:#fff7e0;border-left:4px solid #e0b000;padding:6px 10px;margin:.6em 0}
 figure{margin:.8em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}
@@ -120,6 +123,7 @@ def _cell(v) -> str:
 def render_html(page: Page) -> str:
     e = html.escape
     out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width,initial-scale=1">',
            f"<title>{e(page.title)}</title>", f"<style>{_CSS}</style></head><body><main>",
            f"<h1>{e(page.title)}</h1>"]
     heads = [b for b in page.blocks if isinstance(b, Heading)]
@@ -147,14 +151,16 @@ def render_html(page: Page) -> str:
             for rec in b.df.itertuples(index=False):
                 cells = []
                 for col, v in zip(b.df.columns, rec):
-                    text = e(_cell(v))
+                    # "61.31 ± 14.79" may wrap before the "±", never after it
+                    text = e(_cell(v)).replace(" ± ", " ±\u00a0")
                     name = str(v).removesuffix(" (absent)")
                     if col == b.class_column and name in CLASS_COLOR:
                         text = (f'<span class="swatch" style="background:{CLASS_COLOR[name]}">'
                                 f"</span>{text}")
                     cells.append(f"<td>{text}</td>")
                 rows.append("<tr>" + "".join(cells) + "</tr>")
-            out.append("<table>" + "".join(rows) + "</table>")
+            # a table wider than the page scrolls inside its box, not the whole page
+            out.append('<div class="scroll"><table>' + "".join(rows) + "</table></div>")
         elif isinstance(b, Details):
             out.append(f"<details><summary>{e(b.summary)}</summary>"
                        f"<pre>{e(b.text)}</pre></details>")
