@@ -79,7 +79,7 @@ def main(argv=None) -> list[dict]:
             model = model.to(memory_format=torch.channels_last)
         norm = BatchNormalizer(mcfg)
         paths = sorted((tmp / "crops").rglob("*.jpg"))
-        images = norm(torch.stack([crop_tensor(cv2.imread(str(q)), mcfg.img_size) for q in paths]))
+        images = norm(torch.stack([crop_tensor(cv2.imread(str(q)), mcfg.img_size, mcfg.grayscale) for q in paths]))
         per_video = 500
         batches = [images[s:min(s + args.batch, (s // per_video + 1) * per_video)]
                    for s in range(0, len(images), args.batch)]

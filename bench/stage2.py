@@ -101,7 +101,7 @@ def step_speedup(backbone: str, device, clips: int, clip_len: int, repeat: int) 
             temporal_step(b.x, b.valid, b.label)
 
         def with_backbone():
-            imgs = torch.stack([crop_tensor(cv2.imread(p), mcfg.img_size) for p in paths])
+            imgs = torch.stack([crop_tensor(cv2.imread(p), mcfg.img_size, mcfg.grayscale) for p in paths])
             with torch.inference_mode():
                 feats = embed(encoder, norm(imgs.to(device))).float()
             x = feats.clone().view(clips, clip_len, dim)

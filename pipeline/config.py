@@ -90,6 +90,20 @@ class TrackConfig(_Strict):
     min_area_ratio: float = Field(0.5, ge=0)
     patience_s: float = Field(0.5, ge=0)
     cut_threshold: float = Field(20.0, ge=0)
+    acquire_min_score: float = Field(0.5, ge=0, le=1)
+    acquire_aspect: list[float] = [0.8, 3.0]
+    acquire_landmark_margin: float = Field(0.15, ge=0)
+    acquire_eye_dist: list[float] = [-0.1, 0.7]
+
+    @model_validator(mode="after")
+    def _check(self):
+        for name in ("acquire_aspect", "acquire_eye_dist"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+                raise ValueError(f"{name} must be [min, max] with min <= max")
+        if self.acquire_aspect[0] <= 0:
+            raise ValueError("acquire_aspect must be [min, max] with 0 < min")
+        return self
 
 
 class ParallelConfig(_Strict):
@@ -119,6 +133,8 @@ class EncoderModelConfig(_Strict):
     window_size: int | None = None
     mean: list[float] = [0.485, 0.456, 0.406]
     std: list[float] = [0.229, 0.224, 0.225]
+    grayscale: bool = False
+    kwargs: dict[str, Any] = {}
 
 
 class EmbedConfig(_Strict):

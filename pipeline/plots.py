@@ -104,13 +104,13 @@ def plot_timeline(probs: np.ndarray, path: str | Path, *, fps: float | None = No
                   pred: np.ndarray | None = None, truth: np.ndarray | None = None,
                   face: np.ndarray | None = None,
                   thumbnails: list[tuple[int, np.ndarray]] | None = None,
-                  title: str = "") -> Path:
+                  title: str = "", pred_name: str = "pred") -> Path:
     """One video's class probabilities over time, as PNG.
 
     ``probs`` (T, 8) per-frame probabilities, drawn stacked. Under them a band with the
     predicted class per frame (``pred``, default argmax) and, when given, one with the ground
     truth (``truth``; -1 = unannotated, drawn grey). Frames where ``face`` is False are shaded.
-    ``thumbnails``: (frame index, RGB uint8 image) pairs shown in a row above the plot at their
+    ``pred_name`` labels the predicted band (say which label it shows). ``thumbnails``: (frame index, RGB uint8 image) pairs shown in a row above the plot at their
     frame times. Frame indices are rows of ``probs`` (0-based); the x axis is in seconds
     (index / ``fps``) when ``fps`` is given, else in frames.
     """
@@ -157,7 +157,8 @@ def plot_timeline(probs: np.ndarray, path: str | Path, *, fps: float | None = No
         a.imshow(_band_rgb(ids), aspect="auto", interpolation="nearest",
                  extent=(edges[0], edges[-1], 0, 1))
         a.set_yticks([])
-        a.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        a.set_ylabel(pred_name if name == "pred" else name, rotation=0, ha="right", va="center",
+                     fontsize=9)
     legend = [Patch(color=c, label=n) for n, c in zip(CLASSES, CLASS_COLORS)]
     if (truth is not None and (truth < 0).any()) or (pred < 0).any():
         legend.append(Patch(color=UNLABELLED_COLOR, label="unannotated"))

@@ -9,6 +9,16 @@ was already visible in the previous frame (so not a cut) and is smaller than ``m
 of the last main box is only taken after the main face has been lost for ``patience`` frames.
 At a scene cut (``cut=True``, from :func:`cut_score`) the track is reset and the main face is
 re-acquired at once.
+
+Only a plausible face is (re-)acquired — at the start, after a cut and after the track was lost
+(:func:`plausible_faces`): a detection score of at least ``acquire_min_score``, a box aspect
+(height / width) within ``acquire_aspect``, all 5 landmarks inside the box (grown by
+``acquire_landmark_margin``), both eyes above the nose and the nose above both mouth corners, and
+the eyes' horizontal distance (right minus left) within ``acquire_eye_dist`` of the box width
+(profiles, eyes almost on top of each other, pass). Detectors also fire on hands, a hand holding
+a microphone for one, often best-scored in a frame without a frontal face; such a detection is
+never made the main face. A face being tracked is continued without the check (a head turning to
+profile or partly covered stays the main face).
 """
 from __future__ import annotations
 
@@ -43,6 +53,33 @@ def cut_score(prev_thumb: np.ndarray | None, thumb: np.ndarray) -> float:
     return 0.0 if prev_thumb is None else float(np.abs(thumb - prev_thumb).mean())
 
 
+def plausible_faces(boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray | None,
+                    cfg: TrackConfig) -> np.ndarray:
+    """(N,) bool: which detections look enough like a face to be acquired as the main face.
+    ``kps`` (N, 5, 2) in ArcFace order (left eye, right eye, nose, left / right mouth corner);
+    ``None`` checks the score and box only."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    ok = (scores >= cfg.acquire_min_score) & (w > 0) & (h > 0)
+    aspect = h / np.maximum(w, 1e-9)
+    ok &= (aspect >= cfg.acquire_aspect[0]) & (aspect <= cfg.acquire_aspect[1])
+    if kps is None:
+        return ok
+    k = np.asarray(kps, np.float64).reshape(-1, 5, 2)
+    m = cfg.acquire_landmark_margin
+    ww, hh = np.maximum(w, 1e-9)[:, None], np.maximum(h, 1e-9)[:, None]
+    rx = (k[..., 0] - boxes[:, None, 0]) / ww
+    ry = (k[..., 1] - boxes[:, None, 1]) / hh
+    ok &= ((rx >= -m) & (rx <= 1 + m) & (ry >= -m) & (ry <= 1 + m)).all(axis=1)
+    eyes_y, nose_y, mouth_y = k[:, :2, 1], k[:, 2, 1], k[:, 3:, 1]
+    ok &= (eyes_y.max(axis=1) < nose_y) & (nose_y < mouth_y.min(axis=1))
+    eye_dx = (k[:, 1, 0] - k[:, 0, 0]) / ww[:, 0]
+    ok &= (eye_dx >= cfg.acquire_eye_dist[0]) & (eye_dx <= cfg.acquire_eye_dist[1])
+    return ok
+
+
 class MainFaceTracker:
     def __init__(self, cfg: TrackConfig, side: str | None = None, fps: float = 25.0):
         self.cfg = cfg
@@ -52,18 +89,24 @@ class MainFaceTracker:
         self.prev_boxes = np.zeros((0, 4))
         self.lost = 0
 
-    def _acquire(self, boxes: np.ndarray, scores: np.ndarray) -> int:
+    def _acquire(self, boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray | None) -> int:
+        """The largest confident plausible face (or the side's one of the two largest); -1 when
+        no detection is a plausible face."""
         area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        rank = area * scores
-        if self.side is None or len(boxes) == 1:
+        rank = np.where(plausible_faces(boxes, scores, kps, self.cfg), area * scores, -np.inf)
+        if not np.isfinite(rank).any():
+            return -1
+        if self.side is None or np.isfinite(rank).sum() == 1:
             return int(np.argmax(rank))
-        top2 = np.argsort(-rank)[:2]
+        top2 = np.argsort(-rank, kind="stable")[:2]
         cx = (boxes[top2, 0] + boxes[top2, 2]) / 2
         return int(top2[np.argmin(cx)] if self.side == "left" else top2[np.argmax(cx)])
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray, cut: bool = False) -> int:
+    def update(self, boxes: np.ndarray, scores: np.ndarray, cut: bool = False,
+               kps: np.ndarray | None = None) -> int:
         """Index of the main face among this frame's detections, or -1 when there is none.
-        ``cut``: this frame starts a new shot (forget the previous main face)."""
+        ``cut``: this frame starts a new shot (forget the previous main face). ``kps``: the
+        detections' 5 landmarks (N, 5, 2), checked before a face is (re-)acquired."""
         if cut:
             self.last_box, self.prev_boxes, self.lost = None, np.zeros((0, 4)), 0
         prev, self.prev_boxes = self.prev_boxes, np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -78,7 +121,10 @@ class MainFaceTracker:
                 rank = np.where(ok, iou + self.cfg.score_weight * scores, -np.inf)
                 idx = int(np.argmax(rank))
         if idx < 0:
-            idx = self._acquire(boxes, scores)
+            idx = self._acquire(boxes, scores, kps)
+            if idx < 0:
+                self.lost += 1
+                return -1
             b = boxes[idx]
             seen_before = len(prev) and box_iou(b, prev).max() >= self.cfg.iou
             if self.last_box is not None and self.lost < self.patience and seen_before:

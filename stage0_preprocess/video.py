@@ -256,7 +256,7 @@ def _process(job: VideoJob, out: Path, cfg: Config, t0: float) -> list[TrackOutc
             prev_thumb = thumb
             for t in job.tracks:
                 st = state[t.name]
-                main = trackers[t.name].update(d.boxes, d.scores, cut)
+                main = trackers[t.name].update(d.boxes, d.scores, cut, d.kps)
                 for j in range(len(d)):
                     st["dets"].append((f.index + 1, j, float(d.scores[j]), *d.boxes[j].tolist(),
                                        d.kps[j].reshape(-1).tolist(), j == main))

@@ -11,8 +11,16 @@ from torch.utils.data import Dataset
 from pipeline.config import AugmentConfig, EncoderModelConfig
 
 
-def crop_tensor(bgr: np.ndarray, size: int) -> torch.Tensor:
-    """BGR uint8 crop -> (3, size, size) RGB uint8 tensor (resized when needed)."""
+def to_gray(bgr: np.ndarray) -> np.ndarray:
+    """BGR -> grey replicated into 3 channels (encoders trained on greyscale sets)."""
+    return cv2.cvtColor(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+
+
+def crop_tensor(bgr: np.ndarray, size: int, grayscale: bool = False) -> torch.Tensor:
+    """BGR uint8 crop -> (3, size, size) RGB uint8 tensor (resized when needed; grey when
+    ``grayscale``)."""
+    if grayscale:
+        bgr = to_gray(bgr)
     if bgr.shape[:2] != (size, size):
         bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_LINEAR)
     return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1)))
@@ -42,6 +50,7 @@ class CropFiles(Dataset):
     def __init__(self, paths: list[str], cfg: EncoderModelConfig):
         self.paths = paths
         self.size = cfg.img_size
+        self.grayscale = cfg.grayscale
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -50,7 +59,7 @@ class CropFiles(Dataset):
         img = read_image(self.paths[i])
         if img is None:
             return i, torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
-        return i, crop_tensor(img, self.size), True
+        return i, crop_tensor(img, self.size, self.grayscale), True
 
 
 def read_image(path: str) -> np.ndarray | None:
@@ -117,6 +126,7 @@ class LabelledImages(Dataset):
             if self.soft.ndim != 2 or len(self.soft) != len(paths):
                 raise ValueError(f"soft must be ({len(paths)}, K), got {tuple(self.soft.shape)}")
         self.size = cfg.img_size
+        self.grayscale = cfg.grayscale
         self.mean = torch.tensor(cfg.mean).view(3, 1, 1)
         self.std = torch.tensor(cfg.std).view(3, 1, 1)
         self.train_tf = None
@@ -147,6 +157,8 @@ class LabelledImages(Dataset):
             img = crop_box(img, self.boxes[i])
         if img is None:
             return self._item(torch.zeros(3, self.size, self.size), -1, i)
+        if self.grayscale:
+            img = to_gray(img)
         x = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)))  # RGB uint8
         if self.train_tf is not None:
             x = self.train_tf(x)

@@ -3,6 +3,7 @@
     fer-pipeline stage1 train --out RUN_DIR [stage1.data.sources='[{format: rafdb, root: RAF}]']
     fer-pipeline stage1 embed --manifest DIR/manifest.parquet [--run RUN_DIR] [--store STORE]
                               [--export-h5 FILE]
+    fer-pipeline stage1 eval --run RUN_DIR|bundled --config sources.yaml --out DIR
     torchrun --nproc_per_node=8 -m pipeline stage1 embed --manifest ... --run ... --store ...
     python -m stage1_image_encoder embed --manifest ... stage1.embed.batch_size=256
 
@@ -17,7 +18,7 @@ import logging
 
 from pipeline import distributed
 from pipeline.cliutil import add_config_args, add_train_args, launch_training, resolve_config, summary
-from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, RunFailed
+from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, RunFailed, UsageError
 from pipeline.training import NonFiniteLoss, kept_checkpoint
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr = add_train_args(s1.add_parser("train", help="pretrain the encoder on still images (NLA)"),
                         "stage1")
     tr.set_defaults(handler=train_command)
+    ev = add_config_args(s1.add_parser("eval", help="accuracy and macro-F1 of an encoder's classifier "
+                                                     "on the test split of the configured sources"))
+    ev.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR|bundled",
+                    help="stage-1 run dir, or 'bundled' for the encoder shipped with the package")
+    ev.add_argument("--out", required=True, metavar="DIR", help="where stage1_eval.json goes")
+    ev.set_defaults(handler=eval_command)
     emb = add_config_args(s1.add_parser("embed", help="embed every manifest frame into the store"))
     emb.add_argument("--manifest", required=True, metavar="FILE")
     emb.add_argument("--run", "--run-dir", dest="run", metavar="RUN_DIR",
@@ -82,3 +89,28 @@ def embed_command(args: argparse.Namespace) -> int:
                 f"{f' (+ {args.export_h5})' if args.export_h5 else ''}")
     distributed.cleanup()
     return EXIT_INPUTS_FAILED if failures else EXIT_OK
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.io import write_json
+    from stage1_image_encoder.api import evaluate, evaluation_summary, is_stage1_run
+
+    cfg = resolve_config(args)
+    if args.run != "bundled" and not is_stage1_run(args.run):
+        raise UsageError(f"{args.run}: not a stage-1 run (needs checkpoint.safetensors and config.yaml)")
+    if not cfg.stage1.data.sources:
+        raise UsageError("stage1.data.sources is empty: give the image sets to evaluate on "
+                         "(e.g. --config with a ferplus source)")
+    report = evaluate(cfg, args.run)
+    n = int(report.confusion.sum())
+    result = evaluation_summary(report, n)
+    if distributed.is_primary():
+        write_json(Path(args.out) / "stage1_eval.json", {"run": str(args.run), **result})
+        print(report.text())
+        summary(f"stage1 eval: accuracy {100 * result['accuracy']:.2f}%, macro-F1 "
+                f"{100 * result['macro_f1']:.2f}% (classes present) on {n} test images -> "
+                f"{Path(args.out) / 'stage1_eval.json'}")
+    distributed.cleanup()
+    return EXIT_OK

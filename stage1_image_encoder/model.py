@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _timm_kwargs(cfg: EncoderModelConfig) -> dict:
-    kwargs = {"img_size": cfg.img_size}
+    kwargs = {**cfg.kwargs, "img_size": cfg.img_size}
     for name in ("embed_dim", "window_size"):
         if getattr(cfg, name) is not None:
             kwargs[name] = getattr(cfg, name)
@@ -33,23 +33,43 @@ def _timm_kwargs(cfg: EncoderModelConfig) -> dict:
 
 
 def build_encoder(cfg: EncoderModelConfig, checkpoint: str | Path | None = None) -> nn.Module:
-    """timm model with an 8-way head; weights from ``checkpoint`` or ``cfg.pretrained`` if set."""
+    """timm model with an 8-way head; weights from ``checkpoint``, else from what
+    ``cfg.pretrained`` names (a file, ``bundled``, ``timm``; see ``pretrained``)."""
+    from stage1_image_encoder.pretrained import (bundled_model_config, create_timm_pretrained,
+                                                 weights_file)
+
+    if cfg.pretrained == "bundled" and checkpoint is None:
+        cfg = bundled_model_config().model_copy(update={"pretrained": "bundled"})
+    use_timm = cfg.pretrained == "timm" and checkpoint is None
     kwargs = _timm_kwargs(cfg)
+
+    def create(**kw):
+        if use_timm:
+            return create_timm_pretrained(cfg.name, num_classes=NUM_CLASSES, **kw)
+        return timm.create_model(cfg.name, pretrained=False, num_classes=NUM_CLASSES, **kw)
+
     try:
         try:
-            model = timm.create_model(cfg.name, pretrained=False, num_classes=NUM_CLASSES, **kwargs)
+            model = create(**kwargs)
         except TypeError as e:
             # CNNs take any input size and have no img_size argument: build them without it
             if "img_size" not in str(e):
                 raise
             kwargs.pop("img_size")
-            model = timm.create_model(cfg.name, pretrained=False, num_classes=NUM_CLASSES, **kwargs)
+            model = create(**kwargs)
     except (RuntimeError, TypeError, ValueError) as e:
         raise UsageError(f"stage1.model: cannot build timm model {cfg.name!r} ({e})") from None
-    source = checkpoint or cfg.pretrained
+    source = checkpoint or weights_file(cfg)
     if source:
         load_weights(model, source)
     return model
+
+
+def has_classifier(state_keys, model: nn.Module) -> bool:
+    """Whether a checkpoint's keys include the weights of ``model``'s classifier head."""
+    head = model.get_classifier()
+    names = {n for n, p in model.named_parameters() if any(p is q for q in head.parameters())}
+    return bool(names) and names <= set(state_keys)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:
@@ -70,8 +90,12 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError(f"{path}: not a state dict of tensors")
+    # a backbone without (or with another) classifier: the 8-way head keeps its fresh init
+    head = {n for n, p in model.named_parameters()
+            if any(p is q for q in model.get_classifier().parameters())}
+    state = {k: v for k, v in state.items() if not (k in head and v.shape != model.state_dict()[k].shape)}
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not k.startswith("head")]:
+    if unexpected or [k for k in missing if k not in head]:
         raise UsageError(f"{path}: weights do not fit {type(model).__name__} "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
@@ -84,6 +108,7 @@ def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 def preprocessing(cfg: EncoderModelConfig) -> dict:
     """Everything besides the weights that changes the embedding of a crop."""
     return {"name": cfg.name, "img_size": cfg.img_size, "mean": list(cfg.mean), "std": list(cfg.std),
+            **({"grayscale": True} if cfg.grayscale else {}),
             "timm_kwargs": {k: list(v) if isinstance(v, tuple) else v
                             for k, v in _timm_kwargs(cfg).items()},
             "color": "RGB", "resize": "bilinear"}

@@ -15,7 +15,7 @@ import torch
 
 from pipeline.config import Config
 from pipeline.store import LoadedStore
-from stage2_temporal.evaluate import interpolate_no_face, smooth
+from pipeline.postprocess import interpolate_no_face, smooth
 from stage2_temporal.heads import decide as _decide, decision_rule
 from stage2_temporal.main import register as register_cli
 from stage2_temporal.protocols import ABLATION_ROWS, HEADS_ROWS, ablate, compare_heads, kfold

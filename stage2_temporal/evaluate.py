@@ -20,6 +20,7 @@ from pipeline import distributed
 from pipeline.config import PostConfig
 from pipeline.labels import NUM_CLASSES
 from pipeline.metrics import F1Report, confusion
+from pipeline.postprocess import interpolate_no_face, smooth
 from stage2_temporal.data import TemporalCache, gather_clips
 from stage2_temporal.heads import decide
 
@@ -63,34 +64,6 @@ def predict_probs(model: nn.Module, cache: TemporalCache, clip_len: int, stride:
         counts.index_add_(0, rows, torch.ones_like(rows, dtype=counts.dtype))
     model.train(was_training)
     return (sums / counts.clamp_min(1)[:, None]).cpu()
-
-
-def interpolate_no_face(probs: np.ndarray, face: np.ndarray) -> np.ndarray:
-    """(T, 8) probabilities of one video: frames without a face get the linear interpolation of
-    the nearest face frames' probabilities (the nearest one at the ends). Unchanged when the
-    video has no face at all."""
-    if face.all() or not face.any():
-        return probs
-    t = np.arange(len(face))
-    out = probs.copy()
-    for k in range(probs.shape[1]):
-        out[~face, k] = np.interp(t[~face], t[face], probs[face, k])
-    return out
-
-
-def smooth(probs: np.ndarray, window: int, moment_weight: float = 0.0) -> np.ndarray:
-    """Smooth Predicting (CFC-SP): per frame, ``(1 - m)`` x the centred moving average of the
-    probabilities over ``window`` frames (shrinking at the ends) -- the period around the
-    frame, CFC-SP's "universal" evidence -- plus ``m`` x the frame's own probabilities -- the
-    moment, its "unique" evidence. ``m = 0`` is the plain moving average."""
-    if window <= 1 or len(probs) < 2:
-        return probs
-    half = window // 2
-    csum = np.concatenate([np.zeros((1, probs.shape[1])), np.cumsum(probs, 0)])
-    t = np.arange(len(probs))
-    lo, hi = np.clip(t - half, 0, len(probs)), np.clip(t + half + 1, 0, len(probs))
-    period = (csum[hi] - csum[lo]) / (hi - lo)[:, None]
-    return period if moment_weight <= 0 else (1 - moment_weight) * period + moment_weight * probs
 
 
 def postprocess(probs: np.ndarray, face: np.ndarray, post: PostConfig) -> np.ndarray:

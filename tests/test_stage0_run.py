@@ -16,7 +16,8 @@ from pipeline.media import VideoWriter
 from pipeline.manifest import COLUMNS, read_manifest
 from stage0_preprocess.annotations import write_expr_annotation
 from stage0_preprocess.decode import iter_frames
-from stage0_preprocess.track import box_iou, cut_score, thumbnail
+from pipeline.config import TrackConfig
+from stage0_preprocess.track import box_iou, cut_score, plausible_faces, thumbnail
 from tests.conftest import SHARED
 
 VIDEOS = SHARED / "assets" / "videos"
@@ -109,6 +110,87 @@ def test_main_identity_is_stable_between_cuts(sample_run):
             switches.append(k)
         last = box
     assert len(switches) <= 2, switches
+
+
+def _cut_frames(path: Path) -> set[int]:
+    prev, cuts = None, set()
+    for f in iter_frames(path):
+        th = thumbnail(f.image)
+        if cut_score(prev, th) > TrackConfig().cut_threshold:
+            cuts.add(f.index + 1)
+        prev = th
+    return cuts
+
+
+def test_main_face_is_acquired_only_from_plausible_faces(sample_run):
+    """At the start of every sample video and after every cut the face made main passes the
+    plausibility check (score, box aspect, landmark geometry), and the check keeps real faces:
+    short_hamilton_clip has a main face in every frame from 1.5 s to 2.0 s (the cut at 1.51 s
+    to the pianist, in profile: eyes almost on top of each other, nose tip at the box edge)."""
+    name, out, _ = sample_run
+    manifest = read_manifest(out / "manifest.parquet")
+    dets = pd.read_parquet(out / "detections.parquet")
+    cfg = TrackConfig()
+    for video, g in manifest.groupby("video"):
+        path = next(p for p in VIDEOS.iterdir() if p.stem == video)
+        cuts = _cut_frames(path)
+        starts = {1} | cuts
+        acquired = []
+        waiting = False
+        for k, has in zip(g.frame, g.has_face):
+            waiting = waiting or k in starts
+            if waiting and has:
+                acquired.append(k)
+                waiting = False
+        main = dets[(dets.video == video) & dets.main & dets.frame.isin(acquired)]
+        assert len(main) == len(acquired), (name, video)
+        ok = plausible_faces(main[["x1", "y1", "x2", "y2"]].to_numpy(), main.score.to_numpy(),
+                             np.stack(main.lmk.to_numpy()).reshape(-1, 5, 2), cfg)
+        assert ok.all(), (name, video, main.frame[~ok].tolist())
+    h = manifest[manifest.video == "short_hamilton_clip"]
+    around = h[h.time_s.between(1.5, 2.0)]
+    assert len(around) >= 14 and around.has_face.all(), (name, around.frame[~around.has_face].tolist())
+    lmk = np.stack(around.lmk.to_numpy()).reshape(-1, 5, 2)
+    assert (lmk[:, :2, 1].max(1) < lmk[:, 2, 1]).all() and (lmk[:, 2, 1] < lmk[:, 3:, 1].min(1)).all()
+
+
+def test_a_hand_after_a_cut_does_not_become_the_main_face(tmp_path):
+    """A clip made of real frames of short_hamilton_clip: 8 frames of the stage shot (the singer
+    is the main face), then a hard cut to his close-up with his face blurred out, where the
+    detector's only find is his gesturing hand (wide box, "nose" above the "eyes"). Before the
+    plausibility check the tracker re-acquired the best detection at the cut: the hand was the
+    main face of every frame after it. Now those frames have no main face."""
+    import cv2
+
+    keep = {**{k: None for k in range(1, 9)}, 158: None, 159: None, 160: None}
+    for f in iter_frames(VIDEOS / "short_hamilton_clip.mp4"):
+        if f.index + 1 in keep:
+            keep[f.index + 1] = f.image
+        if f.index + 1 >= 160:
+            break
+    clip = tmp_path / "hand_cut.mp4"
+    with VideoWriter(clip, 640, 360, 25) as w:
+        for k in range(1, 9):
+            w.write(keep[k])
+        for k in (158, 159, 160, 158, 159, 160):
+            im = keep[k].copy()
+            im[0:200, 200:360] = cv2.GaussianBlur(im, (0, 0), 25)[0:200, 200:360]
+            w.write(im)
+    out = tmp_path / "out"
+    proc = stage0("run", "--videos", clip, "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = pd.read_csv(out / "summary.csv").set_index("name")
+    assert summary.loc["hand_cut", "cuts"] == 1
+    m = read_manifest(out / "manifest.parquet").set_index("frame")
+    assert m.loc[1:8, "has_face"].all()                                 # the singer, wide shot
+    assert not m.loc[9:14, "has_face"].any(), m.loc[9:14, "has_face"].tolist()
+    dets = pd.read_parquet(out / "detections.parquet")
+    hand = dets[dets.frame >= 9]
+    assert hand.frame.nunique() >= 4 and not hand.main.any()            # found, never main
+    box = hand[["x1", "y1", "x2", "y2"]].to_numpy()
+    assert ((box[:, 0] > 380) & (box[:, 1] > 240)).all()                # the hand, lower right
+    assert not plausible_faces(box, hand.score.to_numpy(),
+                               np.stack(hand.lmk.to_numpy()).reshape(-1, 5, 2), TrackConfig()).any()
 
 
 PAIR = [VIDEOS / "d0.mp4", VIDEOS / "d19.mp4"]

@@ -10,7 +10,8 @@ from pipeline import labels as L
 from pipeline.config import PostConfig, TokenAugConfig, VNAWConfig
 from pipeline.naw import naw_weight
 from stage2_temporal.augment import TokenAugment, channel_masks, drop_tokens
-from stage2_temporal.evaluate import interpolate_no_face, postprocess, smooth
+from pipeline.postprocess import interpolate_no_face, smooth
+from stage2_temporal.evaluate import postprocess
 from stage2_temporal.heads import decide, frame_ce, probs8
 from stage2_temporal.losses import balanced_class_weights, clip_majority, vnaw_loss
 from stage2_temporal.splits import kfold_folds, random_split as kfold_split

@@ -1,15 +1,22 @@
-"""``fer-pipeline predict VIDEO... --run RUN_DIR``: new videos -> per-frame expressions.
+"""``fer-pipeline predict VIDEO... [--run RUN_DIR]``: new videos -> per-frame expressions.
 
-Chains the three stages on videos without labels: stage 0 (detect, track, align; the run's
-stage-0 settings) -> stage 1 (the encoder the stage-2 run was trained on, found through the
-store it recorded and checked by encoder key) -> stage 2 (the run's model, sliding windows).
+Chains the stages on videos without labels: stage 0 (detect, track, align; the run's stage-0
+settings) -> stage 1 (embed the face crops) -> a model, one of
+
+- a stage-2 run: its temporal model over sliding windows, on the embeddings of the encoder it
+  was trained on (found through the store it recorded and checked by encoder key);
+- a stage-1 run: frame level, the encoder's own 8-way classifier on every face crop;
+- no ``--run``: the same with the real-face encoder shipped in the package (FERPlus-trained,
+  see its model card), so predictions work on a fresh install.
+
 Per video it writes (SPEC §8):
 
-* ``<video>.csv``: frame, time_s, has_face, the 8 probabilities (frames without a face get
-  probabilities interpolated from the nearest face frames), label, smoothed label (argmax, or
-  the run's ``stage2.model.cascade`` rule for a CFC-SP head);
+* ``<video>.csv``: frame, time_s, has_face, the main face box ``x1, y1, x2, y2`` and its
+  detection score, the 8 probabilities (frames without a face get probabilities interpolated
+  from the nearest face frames), ``label`` / ``label_name`` (per frame) and ``smoothed_label`` /
+  ``smoothed_label_name`` (after Smooth Predicting; argmax, or the run's CFC-SP cascade rule);
 * ``<video>_submission.txt``: the ABAW format (SPEC §3), one class id per frame (smoothed label);
-* ``<video>_timeline.png``: probabilities over time, the predicted class band, a few crops.
+* ``<video>_timeline.png``: probabilities over time, the smoothed-label band, a few crops.
 
 Intermediate stage-0 crops and the embedding store live under ``OUT/work`` and are reused by a
 re-run (each stage skips complete videos), so an interrupted batch resumes.
@@ -17,6 +24,7 @@ re-run (each stage skips complete videos), so an interrupted batch resumes.
 Python API with the same behaviour::
 
     from pipeline.app.commands.predict import Predictor
+    df = Predictor.default().predict_video("clip.mp4")                        # bundled encoder
     df = Predictor.from_run("artifacts/runs/stage2/xyz").predict_video("clip.mp4")
 """
 from __future__ import annotations
@@ -88,30 +96,52 @@ def _encoder_for(info: dict, run_dir: Path, encoder_run: str | Path | None, cfg:
 
 
 class Predictor:
-    """A stage-2 run plus its encoder and stage-0 settings, ready for new videos."""
+    """A trained model plus its encoder and stage-0 settings, ready for new videos.
 
-    def __init__(self, run_dir: str | Path, encoder_run: str | Path | None = None,
+    - a stage-2 run: the temporal model over the embeddings of the stage-1 encoder it was
+      trained on (found through the store it recorded, checked by key and dim);
+    - a stage-1 run (or ``None`` / ``"bundled"``: the real-face encoder shipped with the
+      package): frame level, the encoder's own 8-way classifier on every face crop;
+    then no-face interpolation and Smooth Predicting in both cases."""
+
+    def __init__(self, run_dir: str | Path | None = None, encoder_run: str | Path | None = None,
                  config_files: list[str | Path] | None = None, overrides: list[str] | None = None,
                  smooth_window: int | None = None):
+        import stage1_image_encoder as stage1
         import stage2_temporal as stage2
 
-        self.run_dir = Path(run_dir)
+        if smooth_window is not None and smooth_window < 0:
+            raise UsageError(f"--smooth-window must be >= 0 frames (0 or 1 = no smoothing), got "
+                             f"{smooth_window}")
+        self.run_dir = stage1.bundled_run() if run_dir in (None, "bundled") else Path(run_dir)
         if not self.run_dir.is_dir():
             raise UsageError(f"{self.run_dir}: no such run directory")
-        self.model, run_cfg, self.info, _ = stage2.load_model(self.run_dir)
-        # the run's resolved config (stage-0 and stage-2 settings it was made with), then the
-        # caller's layers
+        # the run's resolved config (the stage-0 settings it was made with), then the caller's
         self.cfg = load_config([self.run_dir / "config.yaml", *(config_files or [])], overrides,
                                base=None)
-        self.cfg = self.cfg.model_copy(update={"stage2": run_cfg.stage2})
         self.device = setup_torch(self.cfg)
-        self.encoder, mcfg = _encoder_for(self.info, self.run_dir, encoder_run, self.cfg)
+        if (self.run_dir / "stage2.json").is_file():
+            self.kind = "stage2"
+            self.model, run_cfg, self.info, _ = stage2.load_model(self.run_dir)
+            self.cfg = self.cfg.model_copy(update={"stage2": run_cfg.stage2})
+            self.encoder, mcfg = _encoder_for(self.info, self.run_dir, encoder_run, self.cfg)
+            self.model.to(self.device)
+        elif stage1.is_stage1_run(self.run_dir):
+            self.kind = "stage1"
+            self.model = None
+            self.encoder, mcfg = stage1.load_classifier(self.run_dir, self.cfg)
+        else:
+            raise UsageError(f"{self.run_dir}: neither a stage-2 run (stage2.json) nor a stage-1 "
+                             f"run (checkpoint.safetensors + config.yaml)")
         self.cfg = self.cfg.model_copy(update={"stage1": self.cfg.stage1.model_copy(update={"model": mcfg})})
-        self.model.to(self.device)
-        s2 = self.cfg.stage2
         if smooth_window is None:   # the run's window, else half a second at 30 fps
-            smooth_window = s2.post.smoothing_window()
+            smooth_window = self.cfg.stage2.post.smoothing_window()
         self.smooth_window = int(smooth_window)
+
+    @classmethod
+    def default(cls, **kw) -> Predictor:
+        """Frame-level predictions with the real-face encoder shipped in the package."""
+        return cls(None, **kw)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, **kw) -> Predictor:
@@ -168,22 +198,32 @@ class Predictor:
 
     # ------------------------------------------------------------------ internals
     def _frames(self, store_path: Path, name: str, manifest: pd.DataFrame) -> pd.DataFrame:
+        import stage1_image_encoder as stage1
         import stage2_temporal as stage2
+        from pipeline.postprocess import interpolate_no_face, smooth
         from pipeline.store import EmbeddingStore
 
         loaded = EmbeddingStore.open(store_path).load([name])
         face = loaded.face.astype(bool)
-        probs = stage2.predict_video(self.model, loaded, self.cfg, self.device)
-        smoothed = stage2.smooth(probs, self.smooth_window, self.cfg.stage2.post.moment_weight)
+        if self.kind == "stage2":
+            probs = stage2.predict_video(self.model, loaded, self.cfg, self.device)
+            decide = lambda p: stage2.decide(p, self.cfg)       # noqa: E731 - the run's cascade rule
+        else:
+            probs = stage1.classify_embeddings(self.encoder, loaded.emb)
+            probs = interpolate_no_face(probs, face)
+            decide = lambda p: p.argmax(-1)                     # noqa: E731
+        smoothed = smooth(probs, self.smooth_window, self.cfg.stage2.post.moment_weight)
         rows = manifest[manifest["video"] == name].sort_values("frame")
         df = pd.DataFrame({"frame": rows["frame"].to_numpy(), "time_s": rows["time_s"].to_numpy(),
                            "has_face": face})
+        for c in ("x1", "y1", "x2", "y2", "det_score"):        # the main face, as stage 0 found it
+            df[c] = rows[c].to_numpy(np.float32)
         for k, c in enumerate(PROB_COLUMNS):
             df[c] = probs[:, k].astype(np.float32)
-        # cfcsp: the run's cascade; flat: argmax
-        df["label"] = stage2.decide(probs, self.cfg)
-        df["smoothed_label"] = stage2.decide(smoothed, self.cfg)
+        df["label"] = decide(probs)
         df["label_name"] = [CLASSES[i] for i in df["label"]]
+        df["smoothed_label"] = decide(smoothed)
+        df["smoothed_label_name"] = [CLASSES[i] for i in df["smoothed_label"]]
         return df
 
     def _write(self, res: VideoPrediction, out: Path, stage0_dir: Path) -> dict[str, Path]:
@@ -202,7 +242,9 @@ class Predictor:
         png = plot_timeline(fr[PROB_COLUMNS].to_numpy(), out / f"{res.name}_timeline.png",
                             fps=fps, pred=fr["smoothed_label"].to_numpy(),
                             face=fr["has_face"].to_numpy(), thumbnails=_thumbnails(stage0_dir, res),
-                            title=f"{Path(res.path).name}: {_dominant(fr)}")
+                            pred_name=f"smoothed\nlabel ({self.smooth_window} f)",
+                            title=f"{Path(res.path).name}: {_dominant(fr)} (smoothed label; "
+                                  f"{'frame-level encoder' if self.kind == 'stage1' else 'temporal model'})")
         return {"csv": csv, "submission": sub, "timeline": png}
 
 
@@ -239,8 +281,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="YAML layered over the run's config (repeatable; later wins)")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or folders of videos")
     p.set_defaults(overrides=[])      # KEY=VALUE tokens anywhere on the line (cliutil)
-    p.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR",
-                   help="stage-2 run dir (it records its store and encoder)")
+    p.add_argument("--run", "--run-dir", dest="run", default=None, metavar="RUN_DIR",
+                   help="a stage-2 run (temporal model; it records its store and encoder) or a "
+                        "stage-1 run (frame level); default: the real-face encoder shipped with "
+                        "the package (frame level)")
     p.add_argument("--out", metavar="DIR", help="output dir (default artifacts/predict/<run name>)")
     p.add_argument("--encoder-run", metavar="DIR",
                    help="stage-1 run of the encoder, when the stage-2 run does not record it")
@@ -256,7 +300,7 @@ def predict_command(args: argparse.Namespace) -> int:
     pred = Predictor(args.run, encoder_run=args.encoder_run, config_files=args.config,
                      overrides=args.overrides, smooth_window=args.smooth_window)
     setup_logging(pred.cfg.log_level)
-    out = Path(args.out or Path(pred.cfg.artifacts_dir) / "predict" / Path(args.run).resolve().name)
+    out = Path(args.out or Path(pred.cfg.artifacts_dir) / "predict" / pred.run_dir.resolve().name)
     res = pred.predict(videos, out)
     for f in res.failures:
         print(f"skipped: {f}")
