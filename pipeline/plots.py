@@ -50,7 +50,9 @@ def plot_curves(rows: list[dict], path: str | Path, title: str = "",
     """Two panels over epochs: losses (left) and validation scores (right), as PNG.
     ``marks``: labelled vertical lines at given epochs (e.g. where a loss term starts)."""
     plt = _pyplot()
-    fig, (ax_l, ax_s) = plt.subplots(1, 2, figsize=(10, 3.8))
+    n_lines = max(sum(any(k in r for r in rows) for k in keys) for keys in (loss_keys, score_keys))
+    many = n_lines > 6            # e.g. every sub-run of a k-fold: legends go under the panels
+    fig, (ax_l, ax_s) = plt.subplots(1, 2, figsize=(10, 3.8 + (0.16 * n_lines if many else 0)))
     epochs = [r["epoch"] for r in rows]
     for k in loss_keys:
         if any(k in r for r in rows):
@@ -63,13 +65,26 @@ def plot_curves(rows: list[dict], path: str | Path, title: str = "",
     ax_s.set_xlabel("epoch")
     ax_s.set_ylabel("score")
     ax_s.set_ylim(0, 1)
+    from matplotlib.ticker import MaxNLocator
+
+    last = max(epochs) if epochs else 0
     for label, x in (marks or {}).items():
         for ax in (ax_l, ax_s):
             ax.axvline(x, color="grey", linestyle="--", linewidth=1)
-        ax_s.text(x, 0.98, f" {label}", va="top", fontsize=8, color="grey")
+        # the label sits on the side of the line with room for it (a mark at the last epoch
+        # would otherwise run out of the frame)
+        right = x <= (min(epochs) + last) / 2 if epochs else True
+        ax_s.text(x, 0.98, f" {label} " if right else f"{label} ", va="top", fontsize=8,
+                  color="grey", ha="left" if right else "right")
     for ax in (ax_l, ax_s):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # epochs are whole numbers
+        if ax.get_legend_handles_labels()[0]:
+            if many:
+                ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2,
+                          frameon=False)
+            else:
+                ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
@@ -110,8 +125,8 @@ def plot_timeline(probs: np.ndarray, path: str | Path, *, fps: float | None = No
     ``probs`` (T, 8) per-frame probabilities, drawn stacked. Under them a band with the
     predicted class per frame (``pred``, default argmax) and, when given, one with the ground
     truth (``truth``; -1 = unannotated, drawn grey). Frames where ``face`` is False are shaded.
-    ``pred_name`` labels the predicted band (say which label it shows). ``thumbnails``: (frame index, RGB uint8 image) pairs shown in a row above the plot at their
-    frame times. Frame indices are rows of ``probs`` (0-based); the x axis is in seconds
+    ``pred_name`` labels the predicted band (say which label it shows). ``thumbnails``:
+    (frame index, RGB uint8 image) pairs shown in a row above the plot at their frame times. Frame indices are rows of ``probs`` (0-based); the x axis is in seconds
     (index / ``fps``) when ``fps`` is given, else in frames.
     """
     probs = np.asarray(probs, dtype=np.float64)

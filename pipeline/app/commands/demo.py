@@ -1,10 +1,11 @@
 """``fer-pipeline demo``: the embedded default, end to end, no downloads.
 
-generate Aff-Wild2-layout data -> stage 1 pretraining of a tiny Swin on the generated
-RAF-DB-layout stills -> stage 0 ingest -> stage 1 embed -> stage 2 train + full-video
-evaluation -> per-class F1 table -> HTML report -> predictions on the bundled sample
-video and a generated validation video. Each step reuses what a previous run of
-the same configuration already produced, so an interrupted demo resumes.
+generate Aff-Wild2-layout data -> stage 1: the real-face encoder shipped with the package,
+used as it is (``--encoder frozen``) or fine-tuned on the generated RAF-DB-layout stills
+(``--encoder finetuned``) -> stage 0 ingest -> stage 1 embed -> stage 2 train + full-video
+evaluation -> per-class F1 table -> HTML report -> predictions on a bundled real video and a
+generated validation video. Each step reuses what a previous run of the same configuration
+already produced, so an interrupted demo resumes.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pipeline.io import write_json
 from pipeline.metrics import to_markdown
 
 log = logging.getLogger(__name__)
+ENCODERS = ("frozen", "finetuned")
 SAMPLE_VIDEO = Path(__file__).resolve().parent.parent / "assets" / "d19.mp4"   # MIT, see LICENSES.md
 
 
@@ -30,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default artifacts/demo)")
     p.add_argument("--folds", type=int, default=3, metavar="K",
                    help="disjoint video folds reported beside the official split (0 = none)")
+    p.add_argument("--encoder", choices=ENCODERS, default="frozen",
+                   help="frozen = the bundled FERPlus encoder as it is; finetuned = fine-tuned on "
+                        "the generated stills first")
     p.set_defaults(handler=demo_command)
 
 
@@ -51,7 +56,7 @@ def _pretrain_is_current(run_dir: Path, cfg: Config) -> bool:
     return done.seed == cfg.seed and done.stage1.model_dump() == cfg.stage1.model_dump()
 
 
-def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
+def run_demo(cfg: Config, out: Path, folds: int = 3, encoder: str = "frozen") -> dict:
     import stage0_preprocess as stage0
     import stage1_image_encoder as stage1
     import stage2_temporal as stage2
@@ -76,16 +81,22 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
     timings["synth_s"] = round(time.time() - t0, 1)
 
     t = time.time()
-    s1_run = out / "runs" / "stage1" / "demo"
-    if _pretrain_is_current(s1_run, cfg):
-        log.info("stage-1 encoder in %s is current, reusing it", s1_run)
-        pre = json.loads((s1_run / "result.json").read_text())
+    if encoder == "frozen":
+        log.info("[2/7] stage 1: the bundled real-face encoder, as it is")
+        s1_run = stage1.bundled_run()
+        report = stage1.evaluate(cfg, "bundled")      # on the generated stills' test split
+        pre = {"val_acc": report.accuracy, "val_images": int(report.confusion.sum())}
     else:
-        log.info("[2/7] stage 1: pretrain the encoder on the still images")
-        if s1_run.exists():
-            shutil.rmtree(s1_run)
-        res1 = stage1.train(cfg, s1_run)
-        pre = {"val_acc": res1.val_acc, "val_images": res1.val_images}
+        s1_run = out / "runs" / "stage1" / "demo"
+        if _pretrain_is_current(s1_run, cfg):
+            log.info("stage-1 encoder in %s is current, reusing it", s1_run)
+            pre = json.loads((s1_run / "result.json").read_text())
+        else:
+            log.info("[2/7] stage 1: fine-tune the bundled encoder on the still images")
+            if s1_run.exists():
+                shutil.rmtree(s1_run)
+            res1 = stage1.train(cfg, s1_run)
+            pre = {"val_acc": res1.val_acc, "val_images": res1.val_images}
     timings["stage1_pretrain_s"] = round(time.time() - t, 1)
 
     t = time.time()
@@ -94,7 +105,7 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
     timings["stage0_s"] = round(time.time() - t, 1)
 
     t = time.time()
-    log.info("[4/7] stage 1: embed every crop with the pretrained encoder")
+    log.info("[4/7] stage 1: embed every crop with the encoder")
     emb = stage1.embed_manifest(manifest, cfg, run_dir=s1_run)  # -> <out>/embeddings/<encoder-key>
     timings["stage1_embed_s"] = round(time.time() - t, 1)
 
@@ -121,7 +132,8 @@ def run_demo(cfg: Config, out: Path, folds: int = 3) -> dict:
     timings["predict_s"] = round(time.time() - t, 1)
     timings["total_s"] = round(time.time() - t0, 1)
     return {"ingest": ingest, "embed": emb, "train": res, "pretrain": pre, "timings": timings,
-            "stage1_run": s1_run, "table": table, "report": index, "predict": pred}
+            "stage1_run": s1_run, "table": table, "report": index, "predict": pred,
+            "encoder": encoder}
 
 
 def _first_val_raw_video(data: Path, run_dir: Path) -> list[Path]:
@@ -136,15 +148,17 @@ def _first_val_raw_video(data: Path, run_dir: Path) -> list[Path]:
 def demo_command(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, presets=["demo"])
     out = Path(args.out or Path(cfg.artifacts_dir) / "demo")
-    result = run_demo(cfg, out, args.folds)
+    result = run_demo(cfg, out, args.folds, args.encoder)
     res, emb, ingest = result["train"], result["embed"], result["ingest"]
     report = res.report
     pre = result["pretrain"]
     print()
     if pre.get("val_acc") is not None:
-        print(f"Stage-1 encoder: {100 * pre['val_acc']:.1f}% accuracy on {pre['val_images']} held-out "
-              f"still images of new identities (7 classes, chance 14.3%); curve "
-              f"{result['stage1_run']}/learning_curve.png")
+        what = ("the bundled FERPlus encoder, as it is" if result["encoder"] == "frozen"
+                else f"fine-tuned from the bundled encoder; curve {result['stage1_run']}/learning_curve.png")
+        print(f"Stage-1 encoder ({what}): {100 * pre['val_acc']:.1f}% accuracy on "
+              f"{pre['val_images']} held-out generated stills of new identities (7 classes, "
+              f"chance 14.3%)")
     print(f"Per-class F1 on the {len(json.loads((res.run_dir / 'stage2.json').read_text())['val_videos'])}"
           f" validation videos (every annotated frame):")
     print(report.text())
