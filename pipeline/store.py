@@ -35,6 +35,16 @@ FORMAT = "fer-embeddings/1"
 EMB_CHUNK_FRAMES = 4096
 
 
+def chunk_rows(T: int, target: int = EMB_CHUNK_FRAMES) -> int:
+    """Rows per ``emb`` chunk of a T-frame video: about ``target``, split evenly so the last
+    chunk is (nearly) full. Zarr stores an edge chunk at full size, so ``min(T, 4096)`` would pad
+    a 5 000-frame video to 8 192 rows; ``ceil(T / ceil(T / 4096))`` pads fewer rows than it
+    has chunks."""
+    T = max(int(T), 1)
+    n = -(-T // target)
+    return -(-T // n)
+
+
 class StoreKeyError(UsageError):
     """The store at this path was built by a different encoder."""
 
@@ -135,7 +145,7 @@ class EmbeddingStore:
         self.delete_video(video)
         g = self._videos_group().create_group(video)
         g.create_array("emb", data=np.ascontiguousarray(emb, dtype=np.float16),
-                       chunks=(min(max(T, 1), EMB_CHUNK_FRAMES), self.dim), compressors=None)
+                       chunks=(chunk_rows(T), self.dim), compressors=None)
         g.create_array("label", data=np.asarray(label, dtype=np.int8))
         g.create_array("face", data=np.asarray(face, dtype=bool))
         g.attrs.update({**attrs, "n_frames": int(T), "encoder_key": self.encoder_key,

@@ -102,3 +102,18 @@ def test_atomic_writes_get_the_mode_plain_open_would_give(tmp_path):
     assert (tmp_path / "a.txt").read_text() == "x"
     assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == os.stat(tmp_path / "b.txt").st_mode & 0o777
     assert not list(tmp_path.glob(".a.txt.*"))       # no temporary left behind
+
+
+def test_store_on_disk_is_within_5_percent_of_its_payload(tmp_path):
+    """Edge chunks are stored at full size: chunk rows are chosen so they are (nearly) full."""
+    from pipeline.store import EmbeddingStore, chunk_rows
+
+    assert chunk_rows(5000) == 2500 and chunk_rows(4096) == 4096 and chunk_rows(10) == 10
+    assert all(-(-T // chunk_rows(T)) * chunk_rows(T) - T < -(-T // 4096) for T in range(1, 20000, 37))
+    s = EmbeddingStore.create_or_open(tmp_path / "s", "k", {}, 64)
+    lengths = [5000, 4097, 123, 8193, 12000]
+    for i, T in enumerate(lengths):
+        s.write_video(f"v{i}", np.ones((T, 64), np.float16), np.zeros(T, np.int8), np.ones(T, bool), {})
+    emb_bytes = sum(p.stat().st_size for p in (tmp_path / "s").rglob("*")
+                    if p.is_file() and "/emb/" in str(p))
+    assert emb_bytes <= 1.05 * sum(lengths) * 64 * 2
