@@ -51,7 +51,7 @@ def test_layers_and_overrides(tmp_path):
     assert cfg.seed == 7
     assert cfg.stage2.model.d_model == 512       # untouched default
     demo = load_config(presets=["demo"])
-    assert demo.stage1.model.img_size == 64 and demo.stage1.model.depths == [2, 2]
+    assert demo.stage1.model.pretrained == "bundled" and demo.stage2.model.d_model == 128
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -116,3 +116,30 @@ def test_cli_config_show_and_exit_code_2():
                    "(did you mean 'stage2.model.layers'?)"]
     typ = _cli("config", "show", "stage2.train.epochs=many")
     assert typ.returncode == 2 and "stage2.train.epochs" in typ.stderr
+
+
+def test_overrides_are_taken_from_anywhere_after_the_subcommand():
+    from pipeline.cliutil import split_overrides
+
+    rest, ov = split_overrides(["predict", "v.mp4", "--run", "R", "stage2.post.smooth_window=5",
+                                "--out", "o", "seed=3"])
+    assert rest == ["predict", "v.mp4", "--run", "R", "--out", "o"]
+    assert ov == ["stage2.post.smooth_window=5", "seed=3"]
+    # the value of an option stays with it, even with '=' in it; existing files are not overrides
+    rest, ov = split_overrides(["report", "--config", "a=b.yaml", "RUN", "--max-videos", "1", "x.y=1"])
+    assert rest == ["report", "--config", "a=b.yaml", "RUN", "--max-videos", "1"] and ov == ["x.y=1"]
+    assert split_overrides(["stage0", "run", "--resume", "k=1"])[1] == ["k=1"]
+
+
+def test_overrides_after_options_reach_the_command(tmp_path):
+    from tests.conftest import make_store
+
+    store = make_store(tmp_path / "store")
+    r = subprocess.run([sys.executable, "-m", "pipeline", "inspect", str(store), "--k", "3",
+                        "log_level=WARNING", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert " INFO " not in r.stderr                      # the override took effect
+    bad = subprocess.run([sys.executable, "-m", "pipeline", "inspect", str(store), "--k", "3",
+                          "stage9.x=1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown config key 'stage9'" in bad.stderr
