@@ -145,6 +145,26 @@ def _first_val_raw_video(data: Path, run_dir: Path) -> list[Path]:
     return [p for p in raw if p.is_file()]
 
 
+def predict_vs_cached(run_dir: Path, pred) -> dict[str, float]:
+    """Per generated video predicted from its raw mp4: the share of frames with a face in both
+    paths where predict's per-frame label equals the cached evaluation's prediction
+    (``eval/predictions.parquet``: the generator's own crops, embedded in the store). Stage 0
+    re-detects and re-aligns the faces, so this measures what alignment differences cost."""
+    import pandas as pd
+
+    cached = pd.read_parquet(run_dir / "eval" / "predictions.parquet")
+    out = {}
+    for v in pred.videos:
+        ev = cached[cached.video == v.name]
+        if ev.empty:
+            continue
+        both = v.frames.merge(ev[["frame", "pred", "face"]], on="frame")
+        both = both[both.has_face & both.face]
+        if len(both):
+            out[v.name] = float((both.label == both.pred).mean())
+    return out
+
+
 def demo_command(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, presets=["demo"])
     out = Path(args.out or Path(cfg.artifacts_dir) / "demo")
@@ -167,8 +187,11 @@ def demo_command(args: argparse.Namespace) -> int:
         print(to_markdown(result["table"]))
     pred = result["predict"]
     print("\nPredictions on new videos (stage 0 -> 1 -> 2; CSV, ABAW submission, timeline PNG):")
+    agreement = predict_vs_cached(res.run_dir, pred)
     for v in pred.videos:
-        print(f"  {Path(v.path).name}: {len(v.frames)} frames, face in {v.face_pct:.1f}% -> "
+        same = (f"; per-frame label equals the cached evaluation's on {100 * agreement[v.name]:.1f}% "
+                f"of its face frames" if v.name in agreement else "")
+        print(f"  {Path(v.path).name}: {len(v.frames)} frames, face in {v.face_pct:.1f}%{same} -> "
               f"{v.files['timeline']}")
     for f in pred.failures:
         print(f"  failed: {f}")
@@ -178,7 +201,8 @@ def demo_command(args: argparse.Namespace) -> int:
         "last_epoch_macro_f1": res.last_f1, "run_dir": str(res.run_dir), "store": str(emb.store),
         "stage1_val_acc": pre.get("val_acc"), "stage1_run": str(result["stage1_run"]),
         "kfold": None if result["table"] is None else result["table"].to_dict(orient="records"),
-        "timings": result["timings"], "failed_inputs": failed})
+        "timings": result["timings"], "failed_inputs": failed, "encoder": result["encoder"],
+        "predict_vs_cached_agreement": agreement})
     print(f"\nfiles: report {result['report']}; {res.run_dir}/eval/f1.csv, f1.md, confusion.png; "
           f"metrics {res.run_dir}/metrics.jsonl; contact sheet {out}/data/contact_sheet.png")
     chosen = ", chosen on val" if cfg.stage2.train.keep == "best" else ""
