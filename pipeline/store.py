@@ -10,16 +10,31 @@ Zarr v3 directory, one per encoder::
     <store>/videos/<video>/zarr.json  attrs: fps, split, source, n_frames, encoder_key, created,
                                       complete (written last: the completion marker)
 
-A store never mixes encoders: opening it for writing with another key fails. A video whose
-group lacks the completion marker (killed mid-write) is deleted and rewritten on the next run.
-Readers load whole videos (or the whole store) at once; stage 2 never reads clips from Zarr.
+A store never mixes encoders: opening it for writing with another key fails. Readers load
+whole videos (or the whole store) at once; stage 2 never reads clips from Zarr.
+
+Several writers may share a store (ranks of one run, or separate runs): nothing a writer does
+deletes what another owns. The store is created idempotently under a store lock
+(``<store>/.locks/store.lock``, also taken for every root-attribute change); each video is
+written, under its own lock, into ``<store>/.staging/<video>@<id>`` and renamed into
+``videos/<video>`` complete with its marker, so a reader sees a video whole or not at all and a
+killed writer leaves only staging debris (removed by the next writer of that video). A second
+writer of a video that became complete meanwhile skips it (``write_video(replace=False)``).
+Writers record the videos they were asked for (``expected_videos``), so ``incomplete_videos``
+lists both groups without a marker (stores of older versions) and videos never finished.
+
+Length: one on-disk contract, read and written here (layout, write path with its locks and
+staging, checks on what a reader loads); splitting it would spread the format over modules.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import logging
+import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +48,8 @@ from pipeline.labels import check_labels
 log = logging.getLogger(__name__)
 FORMAT = "fer-embeddings/1"
 EMB_CHUNK_FRAMES = 4096
+LOCKS, STAGING = ".locks", ".staging"     # beside the Zarr hierarchy; never read as videos
+_FINITE_CHUNK = 1 << 16                   # rows per finiteness check (bounded temporary memory)
 
 
 def chunk_rows(T: int, target: int = EMB_CHUNK_FRAMES) -> int:
@@ -43,6 +60,54 @@ def chunk_rows(T: int, target: int = EMB_CHUNK_FRAMES) -> int:
     T = max(int(T), 1)
     n = -(-T // target)
     return -(-T // n)
+
+
+def _store_lock(path: Path):
+    """The store lock (creation, root-attribute changes); a per-video lock guards each write."""
+    from filelock import FileLock
+
+    (path / LOCKS).mkdir(parents=True, exist_ok=True)
+    return FileLock(path / LOCKS / "store.lock")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``), so a reader never finds
+    a rewritten video missing; False where the system or file system cannot."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def nonfinite_rows(emb) -> np.ndarray:
+    """Indices of the rows of a (N, D) array holding a NaN or Inf, a chunk of rows at a time
+    (a float32 row sum is non-finite exactly then: finite float16 rows cannot overflow it)."""
+    out = []
+    for s in range(0, len(emb), _FINITE_CHUNK):
+        chunk = np.asarray(emb[s:s + _FINITE_CHUNK])
+        rows = np.flatnonzero(~np.isfinite(chunk.sum(axis=1, dtype=np.float32)))
+        if rows.size:
+            out.append(rows + s)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def frame_ranges(frames: np.ndarray, limit: int = 4) -> str:
+    """'31-240, 300' for sorted frame numbers (at most ``limit`` ranges, then '...')."""
+    frames = np.asarray(frames)
+    breaks = np.flatnonzero(np.diff(frames) != 1)
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [len(frames) - 1]])
+    spans = [f"{frames[a]}" if a == b else f"{frames[a]}-{frames[b]}" for a, b in zip(starts, ends)]
+    return ", ".join(spans[:limit]) + (", ..." if len(spans) > limit else "")
 
 
 class StoreKeyError(UsageError):
@@ -67,34 +132,48 @@ class EmbeddingStore:
     @classmethod
     def create_or_open(cls, path: str | Path, encoder_key: str, encoder_meta: dict[str, Any],
                        dim: int) -> EmbeddingStore:
-        """Open a store for writing; create it if absent. Refuses a store of another encoder."""
+        """Open a store for writing; create it if absent (idempotent, under the store lock, so
+        concurrent writers meet one store). Refuses a store of another encoder, a path that is a
+        file, and a non-empty folder that is not a store."""
         path = Path(path)
-        if (path / "zarr.json").exists():
-            store = cls.open(path, mode="a")
-            have = store.encoder_key
-            if have != encoder_key:
-                raise StoreKeyError(
-                    f"{path}: store was built by encoder key {have}, this encoder has key "
-                    f"{encoder_key}; stores never mix encoders — pass a new --store path "
-                    f"(e.g. {path.parent / encoder_key})")
-            if store.dim != dim:
-                raise StoreKeyError(f"{path}: store has dim {store.dim}, encoder gives {dim}")
-            return store
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{path}: is a file, not a store folder (pass a folder to --store)")
+
+        def foreign() -> bool:
+            return not (path / "zarr.json").exists() and path.is_dir() and \
+                any(p.name not in (LOCKS, STAGING, "videos") for p in path.iterdir())
+
+        if foreign():
             raise UsageError(f"{path}: exists, is not empty and is not an embedding store")
-        root = zarr.open_group(str(path), mode="w", zarr_format=3)
-        root.attrs.update({"format": FORMAT, "encoder_key": encoder_key, "encoder": encoder_meta,
-                           "dim": int(dim), "dtype": "float16",
-                           "created": _dt.datetime.now().isoformat(timespec="seconds")})
-        root.require_group("videos")
-        return cls(path, root)
+        with _store_lock(path):   # again under the lock: another writer may be creating it
+            if foreign():
+                raise UsageError(f"{path}: exists, is not empty and is not an embedding store")
+            if not (path / "zarr.json").exists():    # videos/ first: root zarr.json says "ready"
+                zarr.open_group(str(path / "videos"), mode="a", zarr_format=3)
+                zarr.open_group(str(path), mode="a", zarr_format=3, attributes={
+                    "format": FORMAT, "encoder_key": encoder_key, "encoder": encoder_meta,
+                    "dim": int(dim), "dtype": "float16",
+                    "created": _dt.datetime.now().isoformat(timespec="seconds")})
+        store = cls.open(path, mode="a")
+        have = store.encoder_key
+        if have != encoder_key:
+            raise StoreKeyError(
+                f"{path}: store was built by encoder key {have}, this encoder has key "
+                f"{encoder_key}; stores never mix encoders — pass a new --store path "
+                f"(e.g. {path.parent / encoder_key})")
+        if store.dim != dim:
+            raise StoreKeyError(f"{path}: store has dim {store.dim}, encoder gives {dim}")
+        return store
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> EmbeddingStore:
         path = Path(path)
         if not (path / "zarr.json").exists():
             raise UsageError(f"{path}: no embedding store here (run `fer-pipeline stage1 embed`)")
-        root = zarr.open_group(str(path), mode=mode, zarr_format=3)
+        try:
+            root = zarr.open_group(str(path), mode=mode, zarr_format=3)
+        except (ValueError, OSError) as e:     # unreadable or corrupt zarr.json
+            raise UsageError(f"{path}: not a readable embedding store ({e})") from None
         if root.attrs.get("format") != FORMAT:
             raise UsageError(f"{path}: not an embedding store (format {root.attrs.get('format')!r})")
         return cls(path, root)
@@ -111,6 +190,48 @@ class EmbeddingStore:
     @property
     def meta(self) -> dict[str, Any]:
         return self.root.attrs.asdict()
+
+    def update_attrs(self, **attrs: Any) -> None:
+        """Change root attributes under the store lock (re-read first: other writers' changes
+        are kept)."""
+        with _store_lock(self.path):
+            root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+            root.attrs.update(attrs)
+        self.root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+
+    def expect_videos(self, videos: list[str]) -> None:
+        """Record that these videos belong in the store (a writer is about to write them): until
+        each is complete, ``incomplete_videos`` lists it."""
+        with _store_lock(self.path):
+            root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+            have = set(root.attrs.get("expected_videos", []))
+            if not set(videos) <= have:
+                root.attrs.update({"expected_videos": sorted(have | set(videos))})
+        self.root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+
+    def incomplete_videos(self) -> list[str]:
+        """Videos of the store that are not complete, sorted: groups without the completion
+        marker, and videos a writer was asked for (``expect_videos``) but did not finish
+        (killed, or the video failed)."""
+        fresh = zarr.open_group(str(self.path), mode="r", zarr_format=3)
+        names = set(self.all_videos()) | set(fresh.attrs.get("expected_videos", []))
+        return sorted(v for v in names if not self.is_complete(v))
+
+    def require_complete(self, allow_partial: bool = False, flag: str = "--allow-partial") -> None:
+        """``UsageError`` naming the incomplete videos (``incomplete_videos``), or, with
+        ``allow_partial``, a warning saying how many are left out."""
+        missing = self.incomplete_videos()
+        if not missing:
+            return
+        names = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        complete = len(self.videos())
+        if not allow_partial:
+            raise UsageError(
+                f"{self.path}: {len(missing)} video(s) incomplete or never finished in the store "
+                f"({names}); finish them (re-run stage1 embed) or pass {flag} to use the "
+                f"{complete} complete one(s)")
+        log.warning("%s: %s: leaving out %d incomplete video(s) (%s); using the %d complete one(s)",
+                    self.path, flag, len(missing), names, complete)
 
     def _videos_group(self) -> zarr.Group:
         return self.root["videos"]
@@ -134,28 +255,98 @@ class EmbeddingStore:
 
     # ------------------------------------------------------------------ write
     def write_video(self, video: str, emb: np.ndarray, label: np.ndarray, face: np.ndarray,
-                    attrs: dict[str, Any]) -> None:
-        """Write one video; any partial group of the same name is replaced. The completion
-        marker is the last write."""
+                    attrs: dict[str, Any], replace: bool = True) -> bool:
+        """Write one video under its lock: into a staging group (completion marker last), then
+        renamed into place, replacing any group of that name. With ``replace=False`` a video
+        that is complete by the time the lock is held (another writer finished it) is left as
+        it is. Returns whether this call wrote it. An ``OSError`` (disk full, read-only) leaves
+        no trace of this video in the store."""
         T = len(label)
         label = check_labels(label, video)           # -1..7 only (ValueError names the frame)
         if emb.shape != (T, self.dim) or face.shape != (T,):
             raise ValueError(f"{video}: shapes emb {emb.shape}, label {label.shape}, "
                              f"face {face.shape} disagree (dim {self.dim})")
-        self.delete_video(video)
-        g = self._videos_group().create_group(video)
-        g.create_array("emb", data=np.ascontiguousarray(emb, dtype=np.float16),
-                       chunks=(chunk_rows(T), self.dim), compressors=None)
-        g.create_array("label", data=np.asarray(label, dtype=np.int8))
-        g.create_array("face", data=np.asarray(face, dtype=bool))
-        g.attrs.update({**attrs, "n_frames": int(T), "encoder_key": self.encoder_key,
-                        "created": _dt.datetime.now().isoformat(timespec="seconds")})
-        g.attrs.update({"complete": True})
+        with self._video_lock(video):
+            if not replace and self.is_complete(video):
+                return False
+            self._clear_staging(video)
+            tmp = self.path / STAGING / f"{video}@{uuid.uuid4().hex}"
+            try:
+                g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+                g.create_array("emb", data=np.ascontiguousarray(emb, dtype=np.float16),
+                               chunks=(chunk_rows(T), self.dim), compressors=None)
+                g.create_array("label", data=np.asarray(label, dtype=np.int8))
+                g.create_array("face", data=np.asarray(face, dtype=bool))
+                g.attrs.update({**attrs, "n_frames": int(T), "encoder_key": self.encoder_key,
+                                "created": _dt.datetime.now().isoformat(timespec="seconds")})
+                g.attrs.update({"complete": True})
+                final = self.path / "videos" / video
+                if not (final.exists() and _exchange(tmp, final)):   # tmp now holds the old
+                    self._remove_group(video)
+                    os.rename(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return True
 
     def delete_video(self, video: str) -> None:
+        with self._video_lock(video):
+            self._remove_group(video)
+
+    def _remove_group(self, video: str) -> None:
+        """Move ``videos/<video>`` out of the hierarchy in one rename, then delete it (caller
+        holds the video's lock)."""
         vdir = self.path / "videos" / video
         if vdir.exists():
-            shutil.rmtree(vdir)
+            trash = self.path / STAGING / f"{video}@old-{uuid.uuid4().hex}"
+            trash.parent.mkdir(exist_ok=True)
+            os.rename(vdir, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def _clear_staging(self, video: str) -> None:
+        """Remove staging debris of ``video`` left by killed writers (caller holds its lock)."""
+        staging = self.path / STAGING
+        staging.mkdir(exist_ok=True)
+        for p in staging.iterdir():
+            if p.name.rpartition("@")[0] == video:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def _video_lock(self, video: str):
+        from filelock import FileLock
+
+        d = self.path / LOCKS / "videos"
+        d.mkdir(parents=True, exist_ok=True)
+        return FileLock(d / f"{video}.lock")
+
+    # ------------------------------------------------------------------ checks
+    def check_finite(self, loaded: LoadedStore, bad_frames: str = "fail") -> LoadedStore:
+        """Every embedding row of ``loaded`` finite, checked per chunk of rows (vectorised).
+        Non-finite rows are a ``UsageError`` naming each video and its frame ranges
+        (``bad_frames="fail"``), or become no-face frames (zero rows, ``face=False``) with a
+        warning counting them (``"mask"``). Returns ``loaded`` (masked in place, or a copy of its
+        arrays when they are read-only)."""
+        bad = nonfinite_rows(loaded.emb)
+        if not bad.size:
+            return loaded
+        owner = np.searchsorted(np.asarray(loaded.offsets), bad, side="right") - 1
+        parts = []
+        for v in np.unique(owner):
+            frames = bad[owner == v] - int(loaded.offsets[v]) + 1
+            parts.append(f"{loaded.videos[v]} frames {frame_ranges(frames)}")
+        where = "; ".join(parts[:5]) + (f"; ... ({len(parts)} videos)" if len(parts) > 5 else "")
+        if bad_frames != "mask":
+            raise UsageError(
+                f"{self.path}: {bad.size} frame(s) with non-finite embeddings (NaN/Inf) in "
+                f"{len(parts)} video(s): {where}; re-embed those videos, or set "
+                f"stage2.data.bad_frames=mask to treat them as no-face frames")
+        for name in ("emb", "face"):
+            arr = getattr(loaded, name)
+            if not getattr(arr, "flags", None) or not arr.flags.writeable:
+                setattr(loaded, name, np.array(arr))
+        loaded.emb[bad] = 0
+        loaded.face[bad] = False
+        log.warning("%s: stage2.data.bad_frames=mask: %d frame(s) with non-finite embeddings "
+                    "treated as no-face frames (%s)", self.path, bad.size, where)
+        return loaded
 
     # ------------------------------------------------------------------ export
     def export_h5(self, path: str | Path) -> Path:

@@ -117,3 +117,134 @@ def test_store_on_disk_is_within_5_percent_of_its_payload(tmp_path):
     emb_bytes = sum(p.stat().st_size for p in (tmp_path / "s").rglob("*")
                     if p.is_file() and "/emb/" in str(p))
     assert emb_bytes <= 1.05 * sum(lengths) * 64 * 2
+
+
+def _concurrent_writer(path, names, seed, replace, errors):
+    """One of several processes writing the same videos into one store (issue 15, defect 2)."""
+    try:
+        store = EmbeddingStore.create_or_open(path, "k", {"name": "m"}, 8)
+        order = list(names)
+        np.random.default_rng(seed).shuffle(order)
+        for v in order:
+            emb, label, face = _video(40, 8, seed=int(v[1:]))
+            store.write_video(v, emb, label, face, {"split": "train"}, **replace)
+    except BaseException as e:  # noqa: BLE001 - reported to the test
+        errors.put(f"writer {seed}: {type(e).__name__}: {e}")
+
+
+def _concurrent_reader(path, stop, errors):
+    """Reads every complete video while the writers run: none may vanish or read wrong."""
+    import time
+
+    seen: set[str] = set()
+    while not stop.is_set():
+        try:
+            if not (path / "zarr.json").exists():
+                time.sleep(0.005)
+                continue
+            store = EmbeddingStore.open(path)
+            for v in store.videos():
+                rec = store.read_video(v)
+                np.testing.assert_array_equal(rec.emb, _video(40, 8, seed=int(v[1:]))[0])
+                seen.add(v)
+            lost = seen - set(store.videos())
+            if lost:
+                errors.put(f"reader: complete video(s) vanished: {sorted(lost)}")
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            errors.put(f"reader: {type(e).__name__}: {e}")
+            return
+
+
+@pytest.mark.parametrize("replace", [{}, {"replace": False}], ids=["rewrite", "skip-complete"])
+def test_concurrent_writers_and_a_reader_never_lose_or_break_a_video(tmp_path, replace):
+    """Two processes create one store and write the same videos at once, repeatedly, while a
+    third reads it: no process fails, no complete video ever disappears or reads wrong, and the
+    store ends complete (before issue 15 the store was re-created under the other writer and
+    groups were deleted and rewritten in place)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    names = [f"v{i:02d}" for i in range(12)]
+    for trial in range(3):
+        path = tmp_path / f"s{trial}"
+        errors, stop = ctx.Queue(), ctx.Event()
+        reader = ctx.Process(target=_concurrent_reader, args=(path, stop, errors))
+        reader.start()
+        writers = [ctx.Process(target=_concurrent_writer, args=(path, names, 10 * trial + w,
+                                                                replace, errors))
+                   for w in range(2)]
+        for p in writers:
+            p.start()
+        for p in writers:
+            p.join(120)
+        stop.set()
+        reader.join(60)
+        found = []
+        while not errors.empty():
+            found.append(errors.get())
+        assert not found, found
+        assert [p.exitcode for p in writers] == [0, 0]
+        store = EmbeddingStore.open(path)
+        assert store.videos() == names and store.incomplete_videos() == []
+        for v in names:
+            np.testing.assert_array_equal(store.read_video(v).emb, _video(40, 8, seed=int(v[1:]))[0])
+        assert not [p for p in (path / ".staging").iterdir()]      # no debris after clean runs
+
+
+def test_a_failed_write_leaves_no_trace_and_the_old_video_stays(tmp_path, monkeypatch):
+    """An OSError while a video is written (disk full) leaves the store as it was."""
+    import errno
+
+    store = EmbeddingStore.create_or_open(tmp_path / "s", "k", {}, 4)
+    emb, label, face = _video(8, 4)
+    store.write_video("a", emb, label, face, {})
+    real = zarr.Group.create_array
+
+    def full(self, name, *a, **k):
+        if name == "label":
+            raise OSError(errno.ENOSPC, "No space left on device", "label/c/0")
+        return real(self, name, *a, **k)
+
+    monkeypatch.setattr(zarr.Group, "create_array", full)
+    with pytest.raises(OSError):
+        store.write_video("a", emb * 2, label, face, {})
+    with pytest.raises(OSError):
+        store.write_video("b", emb, label, face, {})
+    monkeypatch.undo()
+    assert store.videos() == ["a"] and store.all_videos() == ["a"]
+    np.testing.assert_array_equal(store.read_video("a").emb, emb)
+    assert not list((tmp_path / "s" / ".staging").iterdir())
+
+
+def test_expected_videos_that_never_finished_are_incomplete(tmp_path):
+    store = EmbeddingStore.create_or_open(tmp_path / "s", "k", {}, 4)
+    emb, label, face = _video(8, 4)
+    store.expect_videos(["a", "b", "c"])
+    store.write_video("a", emb, label, face, {})
+    g = store.root["videos"].create_group("c")                 # a group without its marker
+    g.create_array("emb", data=np.zeros((3, 4), np.float16))
+    assert store.incomplete_videos() == ["b", "c"]
+    with pytest.raises(UsageError, match=r"2 video\(s\) incomplete .*\(b, c\).*--allow-partial"):
+        store.require_complete()
+    store.require_complete(allow_partial=True)                  # a warning only
+    assert store.videos() == ["a"]
+
+
+def test_check_finite_names_video_and_frames_or_masks_them(tmp_path):
+    store = EmbeddingStore.create_or_open(tmp_path / "s", "k", {}, 4)
+    emb, label, face = _video(300, 4)
+    emb = emb.copy()
+    emb[30:240, 1] = np.nan
+    emb[250] = np.inf
+    store.write_video("bad", emb, label, face, {})
+    store.write_video("good", *_video(20, 4, seed=1), {})
+    loaded = store.load()
+    with pytest.raises(UsageError) as e:
+        store.check_finite(loaded)
+    msg = str(e.value)
+    assert "\n" not in msg and "211 frame(s)" in msg and "bad frames 31-240, 251" in msg
+    assert "good" not in msg and "stage2.data.bad_frames=mask" in msg
+    masked = store.check_finite(store.load(), "mask")
+    assert np.isfinite(masked.emb.astype(np.float32)).all()
+    assert not masked.face[30:240].any() and not masked.face[250]
+    np.testing.assert_array_equal(masked.face[:30], face[:30])
