@@ -298,3 +298,16 @@ def test_two_gloo_ranks_pretrain(tmp_path):
     b = load_file(str(tmp_path / "spawn" / "checkpoint.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet10t", "convnext_atto"])
+def test_any_timm_model_builds_cnns_without_img_size(name):
+    """stage1.model.name takes any timm model: img_size goes only to models that take it."""
+    from stage1_image_encoder.model import build_encoder, embed
+
+    cfg = load_config(overrides=[f"stage1.model.name={name}", "stage1.model.img_size=48"]).stage1.model
+    model = build_encoder(cfg).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 48, 48))
+        feat = embed(model, torch.randn(2, 3, 48, 48))
+    assert out.shape == (2, 8) and feat.shape == (2, model.num_features)
