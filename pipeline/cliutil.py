@@ -28,10 +28,35 @@ def resolve_config(args: argparse.Namespace, presets: list[str] | None = None) -
     return cfg
 
 
+class _BarAwareHandler(logging.StreamHandler):
+    """Writes each record through ``tqdm.write``: in a terminal the progress bars are cleared,
+    the record printed on its own line and the bars redrawn below it, so a record never lands
+    on a bar's line. The stream is looked up at each record (``sys.stderr`` when none is given),
+    so a replaced ``sys.stderr`` is honoured."""
+
+    def __init__(self, stream=None):
+        super().__init__(stream)
+        self._follow_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            stream = sys.stderr if self._follow_stderr else self.stream
+            tqdm.write(self.format(record), file=stream)
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
 def setup_logging(level: str = "INFO") -> None:
+    """Log records on stderr (``HH:MM:SS LEVEL logger: message``), written around any progress
+    bar (``pipeline.progress``) rather than onto its line; installed once per process."""
     root = logging.getLogger()
     if not any(getattr(h, "_fer", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _BarAwareHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                                                datefmt="%H:%M:%S"))
         handler._fer = True
@@ -128,3 +153,31 @@ def launch_training(args: argparse.Namespace, worker, stage: str) -> None:
             worker(args)
     finally:
         distributed.cleanup()
+
+
+def launch_ranks(args: argparse.Namespace, worker) -> int:
+    """Run ``worker(args) -> exit code`` once, or in ``args.nproc`` self-spawned ranks (not
+    under torchrun, which starts the ranks itself); returns the primary rank's exit code. For
+    the commands that are not training runs (``stage1 embed``, ``stage2 eval``)."""
+    from pipeline import distributed
+
+    if args.nproc < 1:
+        raise UsageError(f"--nproc {args.nproc}: must be at least 1")
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        import multiprocessing as mp
+
+        code = mp.get_context("spawn").Value("i", 0)
+        distributed.spawn(_rank_main, args.nproc, (worker, args, code))
+        return int(code.value)
+    try:
+        return worker(args)
+    finally:
+        distributed.cleanup()
+
+
+def _rank_main(worker, args: argparse.Namespace, code) -> None:
+    import os
+
+    rc = worker(args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        code.value = int(rc)

@@ -141,6 +141,7 @@ class EmbedConfig(_Strict):
     batch_size: int = Field(64, ge=1)
     workers: int = Field(2, ge=0)
     dtype: Literal["float16"] = "float16"
+    max_bad_crops: float = Field(0.05, ge=0, le=1)
 
 
 class DataSource(_Strict):

@@ -24,6 +24,7 @@ from pipeline.config import Config, load_config
 from pipeline.errors import UsageError
 from pipeline.io import write_json
 from pipeline.manifest import read_manifest
+from pipeline.outdir import check_output_dir
 from pipeline.runs import init_run_dir, setup_rank
 from stage1_image_encoder.embed import EmbedResult, embed_manifest as embed_frames
 from stage1_image_encoder.main import register as register_cli
@@ -68,6 +69,9 @@ def embed_manifest(manifest_path: str | Path, cfg: Config, run_dir=None,
     cfg = cfg.model_copy(update={"stage1": cfg.stage1.model_copy(update={"model": mcfg})})
     key = encoder_key(model, mcfg)
     store = Path(store) if store else Path(cfg.artifacts_dir) / "embeddings" / key
+    longest = int(manifest.groupby("video").size().max()) if len(manifest) else 0
+    check_output_dir(store, "--store", need_bytes=longest * int(model.num_features) * 2 + (1 << 20),
+                     unit="video's embeddings")
     log.info("encoder %s (key %s, dim %d) -> %s", mcfg.name, key, model.num_features, store)
     return embed_frames(manifest, model, cfg, store, device, encoder_run=run_dir)
 

@@ -5,7 +5,13 @@ span two videos (so a video's embeddings do not depend on which other videos wer
 resumed run and a multi-rank run write the same arrays as one uninterrupted run). A video is
 written to the store (completion marker last) as soon as its last crop has been embedded, so a
 killed run loses at most the video in flight. Videos already complete are skipped. Under
-torchrun, ranks take disjoint videos and write to the same store.
+torchrun, ranks take disjoint videos and write to the same store; separate runs may share a
+store too (the store locks each video; one finished by another writer meanwhile is skipped).
+
+A video fails (named, not written, so a re-run redoes it) when its embeddings are not finite or
+when more than ``stage1.embed.max_bad_crops`` of its face crops are unreadable; fewer unreadable
+crops become no-face frames and are counted. A write that fails on the file system (disk full,
+read-only) stops the run: ``EmbedResult.stopped`` names the file and the OS error.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from pipeline import distributed
 from pipeline.config import Config
+from pipeline.errors import os_error_line
 from pipeline.io import write_text
 from pipeline.progress import progress
 from pipeline.runs import git_sha
@@ -39,6 +46,7 @@ class _Pending:
     face: np.ndarray
     remaining: int
     bad_jpegs: list[str] = field(default_factory=list)
+    faces: int = 0       # face frames of the manifest (crops to read)
 
 
 @dataclass
@@ -49,6 +57,8 @@ class EmbedResult:
     skipped: list[str]
     failures: list[str]
     frames: int
+    bad_crops: int = 0       # unreadable crops made no-face frames in the videos written
+    stopped: str = ""        # the file-system error that stopped the run (one line), if any
 
 
 def _video_attrs(rows: pd.DataFrame) -> dict:
@@ -72,13 +82,16 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
         write_text(store.path / "config.yaml", cfg.to_yaml())   # provenance of the latest writer
         write_text(store.path / "git_sha.txt", git_sha() + "\n")
         if encoder_run is not None:
-            store.root.attrs["encoder_run"] = str(Path(encoder_run).resolve())
+            store.update_attrs(encoder_run=str(Path(encoder_run).resolve()))
+        store.expect_videos(sorted(manifest["video"].unique()))
     distributed.barrier()
     if not distributed.is_primary():
         store = EmbeddingStore.create_or_open(store_path, key, preprocessing(mcfg), dim)
 
     pending: list[_Pending] = []
     skipped, written, failures = [], [], []
+    bad_crops, stopped = 0, ""
+    max_bad = cfg.stage1.embed.max_bad_crops
     videos = distributed.shard(sorted(manifest["video"].unique()))
     for name, rows in manifest[manifest["video"].isin(videos)].groupby("video", sort=True):
         rows = rows.sort_values("frame")
@@ -86,8 +99,9 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
             skipped.append(name)
             continue
         T = len(rows)
+        faces = int(rows["has_face"].sum())
         pending.append(_Pending(name, rows.reset_index(drop=True), np.zeros((T, dim), np.float16),
-                                np.zeros(T, bool), int(rows["has_face"].sum())))
+                                np.zeros(T, bool), faces, faces=faces))
     if skipped:
         log.info("%d video(s) already complete in %s, skipped", len(skipped), store_path)
 
@@ -100,16 +114,37 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
         paths += p.rows["crop_path"].iloc[idx].tolist()
 
     def finish(p: _Pending) -> None:
+        nonlocal bad_crops, stopped
+        if stopped:
+            return
         if not np.isfinite(p.emb.astype(np.float32)).all():
             msg = f"{p.name}: encoder produced NaN/Inf embeddings; video not written"
             log.error(msg)
             failures.append(msg)
             return
-        if p.bad_jpegs:
-            log.warning("%s: %d unreadable crop(s) marked face=False (first: %s)", p.name,
-                        len(p.bad_jpegs), p.bad_jpegs[0])
-        store.write_video(p.name, p.emb, p.rows["label"].to_numpy(np.int8), p.face,
-                          _video_attrs(p.rows))
+        bad = len(p.bad_jpegs)
+        if bad and bad > max_bad * p.faces:
+            msg = (f"{p.name}: {bad} of {p.faces} face crops unreadable ({100 * bad / p.faces:.1f}%, "
+                   f"more than stage1.embed.max_bad_crops {100 * max_bad:g}%; first: "
+                   f"{p.bad_jpegs[0]}); video not written")
+            log.error(msg)
+            failures.append(msg)
+            return
+        if bad:
+            log.warning("%s: %d of %d face crops unreadable, marked face=False (first: %s)",
+                        p.name, bad, p.faces, p.bad_jpegs[0])
+        try:
+            done = store.write_video(p.name, p.emb, p.rows["label"].to_numpy(np.int8), p.face,
+                                     _video_attrs(p.rows), replace=False)
+        except OSError as e:    # disk full, read-only: nothing of this video is in the store
+            stopped = f"{os_error_line(e)} (writing {p.name}; it is not in the store)"
+            log.error(stopped)
+            return
+        if not done:
+            log.info("%s: completed meanwhile by another writer of %s; skipped", p.name, store.path)
+            skipped.append(p.name)
+            return
+        bad_crops += bad
         written.append(p.name)
 
     for p in pending:  # videos without any face crop are complete already
@@ -139,8 +174,10 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
                     if p.remaining == 0:
                         finish(p)
                 bar.update(len(idx))
+                if stopped:
+                    break
     distributed.barrier()
-    return EmbedResult(store_path, key, written, skipped, failures, len(paths))
+    return EmbedResult(store_path, key, written, skipped, failures, len(paths), bad_crops, stopped)
 
 
 def per_video_batches(owners: list[int], batch_size: int) -> list[list[int]]:

@@ -17,8 +17,9 @@ import argparse
 import logging
 
 from pipeline import distributed
-from pipeline.cliutil import add_config_args, add_train_args, launch_training, resolve_config, summary
-from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, RunFailed, UsageError
+from pipeline.cliutil import (add_config_args, add_train_args, launch_ranks, launch_training,
+                              resolve_config, summary)
+from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, RunFailed, UsageError, output_failure
 from pipeline.training import NonFiniteLoss, kept_checkpoint
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="stage-1 run dir whose encoder to use (--run-dir under torchrun)")
     emb.add_argument("--store", metavar="DIR", help="store path (default: artifacts/embeddings/<key>)")
     emb.add_argument("--export-h5", metavar="FILE", help="also write the store as one HDF5 file")
+    emb.add_argument("--nproc", type=int, default=1, metavar="N",
+                     help="self-spawn N ranks on this machine, each embedding its share of the "
+                          "videos (or launch with torchrun)")
     emb.set_defaults(handler=embed_command)
 
 
@@ -66,28 +70,43 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def embed_command(args: argparse.Namespace) -> int:
+    return launch_ranks(args, _embed_worker)
+
+
+def _embed_worker(args: argparse.Namespace) -> int:
     from stage1_image_encoder.api import embed_manifest
 
     cfg = resolve_config(args)
     res = embed_manifest(args.manifest, cfg, args.run, args.store)
     parts = distributed.all_gather_objects(
-        (len(res.written), len(res.skipped), list(res.failures), res.frames))
+        (len(res.written), len(res.skipped), list(res.failures), res.frames, res.bad_crops,
+         res.stopped))
     written = sum(p[0] for p in parts)
     skipped = sum(p[1] for p in parts)
     failures = [f for p in parts for f in p[2]]
     frames = sum(p[3] for p in parts)
-    if args.export_h5 and distributed.is_primary():
+    bad = sum(p[4] for p in parts)
+    stopped = [p[5] for p in parts if p[5]]
+    if args.export_h5 and distributed.is_primary() and not stopped:
         from pipeline.store import EmbeddingStore
 
         EmbeddingStore.open(res.store).export_h5(args.export_h5)
     distributed.barrier()
-    if distributed.is_primary():
+    primary = distributed.is_primary()
+    if primary:
         ranks = distributed.info().world_size
         summary(f"stage1 embed: {written} video(s) written, {skipped} already complete, "
                 f"{len(failures)} failed, {frames} crops embedded"
+                f"{f' ({bad} unreadable, made no-face frames)' if bad else ''}"
                 f"{f' on {ranks} ranks' if ranks > 1 else ''} -> {res.store}"
-                f"{f' (+ {args.export_h5})' if args.export_h5 else ''}")
+                f"{f' (+ {args.export_h5})' if args.export_h5 and not stopped else ''}")
     distributed.cleanup()
+    if stopped:
+        if not primary:
+            return EXIT_INPUTS_FAILED
+        raise output_failure(f"stage1 embed stopped: {stopped[0]}; {written + skipped} video(s) "
+                             f"complete in the store; fix the location and re-run (complete "
+                             f"videos are skipped)", written + skipped > 0)
     return EXIT_INPUTS_FAILED if failures else EXIT_OK
 
 

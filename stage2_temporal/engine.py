@@ -180,5 +180,6 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
                      "(best %.4f, epoch %d)", epoch, "selection" if select is not None else "val",
                      stale, best_f1, best_epoch)
             stopped_early = True
+            bar.update(1)       # this epoch is done too (the bar counts an epoch as the next begins)
             break
     return FitResult(best_epoch, best_f1, last_f1, ckpt, stopped_early)

@@ -220,3 +220,32 @@ def test_checkpoint_that_is_not_a_state_dict_is_refused(tmp_path, tiny_cfg):
         load_weights(model, tmp_path / "wrong.pth")
     torch.save(model.state_dict(), tmp_path / "ok.pth")
     load_weights(model, tmp_path / "ok.pth")
+
+
+def test_a_video_with_unreadable_crops_fails_and_is_redone_once_fixed(ingested, tmp_path, tiny_cfg):
+    """Issue 15, defect 3: a video whose face crops are all unreadable was stored complete (0
+    faces, '0 failed', rc 0) and skipped by every re-run. More than stage1.embed.max_bad_crops
+    unreadable now fails the video, named, and leaves it out of the store until fixed."""
+    manifest = read_manifest(ingested)
+    crops = manifest[manifest.has_face & (manifest.video == "vid_b")].crop_path.tolist()
+    saved = {p: open(p, "rb").read() for p in crops}
+    for p in crops:
+        open(p, "wb").write(b"not a jpeg")
+    store_path = tmp_path / "store"
+    res = run_embed(ingested, tiny_cfg, store=store_path)
+    assert len(res.failures) == 1 and "vid_b" in res.failures[0]
+    assert f"{len(crops)} of {len(crops)} face crops unreadable" in res.failures[0]
+    store = EmbeddingStore.open(store_path)
+    assert "vid_b" not in store.videos() and store.incomplete_videos() == ["vid_b"]
+    for p, data in saved.items():
+        open(p, "wb").write(data)
+    again = run_embed(ingested, tiny_cfg, store=store_path)
+    assert again.written == ["vid_b"] and not again.failures
+    assert EmbeddingStore.open(store_path).read_video("vid_b").face.sum() == len(crops)
+    # a few bad crops (<= 5 %) are counted and the video is written with them as no-face frames
+    for p in crops[:2]:
+        open(p, "wb").write(b"")
+    cfg = load_config(overrides=TINY_SWIN + ["stage1.embed.batch_size=32"])
+    third = run_embed(ingested, cfg, store=tmp_path / "store3")
+    assert not third.failures and third.bad_crops == 2
+    assert EmbeddingStore.open(tmp_path / "store3").read_video("vid_b").face.sum() == len(crops) - 2
