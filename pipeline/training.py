@@ -11,6 +11,7 @@ the resolved config and the encoder key.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,10 @@ def save_train_state(path: str | Path, model: torch.nn.Module, opt, sched, epoch
     written to a temporary name and renamed into place."""
     state = {"model": unwrap_model(model).state_dict(), "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "epoch": epoch, **extra}
+    buf = io.BytesIO()              # serialised first, so a full disk is an OSError naming the
+    torch.save(state, buf)          # file, not torch's "PytorchStreamWriter failed"
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buf.getbuffer())
 
 
 def checkpoint_meta(cfg, run_dir: str | Path, encoder_key: str | None, **extra: Any) -> dict:

@@ -78,9 +78,15 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     if not path.is_file():
         raise UsageError(f"encoder weights not found: {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            raise UsageError(f"{path}: not a readable safetensors file ({why}); it should be the "
+                             f"encoder's state dict saved with safetensors") from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
