@@ -14,6 +14,44 @@ from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_USAGE, RunFailed, UsageErro
 log = logging.getLogger("fer")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with ``(default: X)``, unless its help already speaks of its
+    default or there is none to show (``None``, a flag's ``False``, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text.lower() or default is None
+                or default is argparse.SUPPRESS or isinstance(default, bool) or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with :class:`HelpFormatter`, for this parser and every sub-parser made from it
+    (``add_subparsers`` builds sub-parsers of the parent's class)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def package_version() -> str:
+    """The installed distribution's version, else the one in ``pyproject.toml`` (a checkout
+    that was never installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("fer-pipeline")
+    except metadata.PackageNotFoundError:
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        try:
+            found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE)
+        except OSError:
+            found = None
+        return found.group(1) if found else "unknown"
+
+
 def add_config_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", default=[], metavar="FILE",
                    help="YAML layered over pipeline.yaml (repeatable; later wins)")
@@ -120,7 +158,7 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
 
 def stage_main(prog: str, register, argv: list[str] | None = None) -> int:
     """``python -m <stage package> ACTION ...``: the stage's own sub-commands, without the app."""
-    parser = argparse.ArgumentParser(prog=prog)
+    parser = ArgumentParser(prog=prog)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register(sub)
     name = next(iter(sub.choices))

@@ -7,17 +7,22 @@ Launch either way:
 
 NCCL on GPUs, gloo on CPU. Only the primary rank (0) logs and writes run files; evaluation
 all-reduces confusion counts, never per-rank scores.
+
+torch is imported on first use (a command module imports this one while the CLI builds its
+parser); before torch is loaded no process group can exist, so :func:`info` answers alone.
 """
 from __future__ import annotations
 
 import logging
 import os
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +43,33 @@ class DistInfo:
         return self.rank == 0
 
 
+def _dist():
+    import torch.distributed as dist
+
+    return dist
+
+
+def _initialized() -> bool:
+    """A process group exists (never before torch is imported: nothing could have made one)."""
+    if "torch.distributed" not in sys.modules:
+        return False
+    dist = _dist()
+    return dist.is_available() and dist.is_initialized()
+
+
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def init(prefer_cuda: bool = True) -> DistInfo:
     """Join the process group when launched by torchrun / :func:`spawn`; no-op otherwise."""
-    if dist.is_available() and dist.is_initialized():
+    if _initialized():
         return info()
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1:
         return DistInfo()
+    import torch
+
+    dist = _dist()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_nccl = prefer_cuda and torch.cuda.is_available()
     if use_nccl:
@@ -57,8 +79,9 @@ def init(prefer_cuda: bool = True) -> DistInfo:
 
 
 def info() -> DistInfo:
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _initialized():
         return DistInfo()
+    dist = _dist()
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
                     dist.get_backend())
 
@@ -69,12 +92,13 @@ def is_primary() -> bool:
 
 def barrier() -> None:
     if info().enabled:
-        dist.barrier()
+        _dist().barrier()
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over ranks (in place, returned); identity in a single process."""
     if info().enabled:
+        dist = _dist()
         backend = dist.get_backend()
         if backend == "nccl" and t.device.type != "cuda":
             moved = t.cuda()
@@ -88,6 +112,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def all_gather_objects(obj) -> list:
     if not info().enabled:
         return [obj]
+    dist = _dist()
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
@@ -102,8 +127,8 @@ def shard(items: Sequence, rank: int | None = None, world: int | None = None) ->
 
 
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if _initialized():
+        _dist().destroy_process_group()
 
 
 def free_port() -> int:
@@ -117,6 +142,8 @@ def _spawned(local_rank: int, nproc: int, port: int, fn: Callable, args: tuple) 
                        "WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)})
     if "OMP_NUM_THREADS" not in os.environ:   # share the cores instead of oversubscribing them
+        import torch
+
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
     try:
         fn(*args)

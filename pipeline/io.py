@@ -7,10 +7,12 @@ import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:           # pandas costs ~0.5 s to import; the CLI's --help must not pay it
+    import pandas as pd
 
 
 _UMASK = os.umask(0)

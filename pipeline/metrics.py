@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:           # imported where a table is built: the CLI's --help must not pay it
+    import pandas as pd
 
 from pipeline.labels import CLASSES, IGNORE, NUM_CLASSES
 
@@ -68,6 +71,8 @@ class F1Report:
 
     def table(self) -> pd.DataFrame:
         """One row per class plus the macro average, F1 in %."""
+        import pandas as pd
+
         df = pd.DataFrame({
             "class": list(self.class_names),
             "f1": np.round(100 * self.f1, 2),

@@ -1,4 +1,7 @@
-"""Run directories: ``artifacts/runs/<stage>/<run-id>/`` with the resolved config and git SHA."""
+"""Run directories: ``artifacts/runs/<stage>/<run-id>/`` with the resolved config and git SHA.
+
+torch is imported by the functions that use it, so the CLI can build its parser (and
+``--help``) without loading it."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -7,12 +10,15 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pipeline.config import PROJECT_ROOT, Config
 from pipeline.io import write_json, write_text
+
+if TYPE_CHECKING:
+    import torch
 
 
 def git_sha() -> str:
@@ -39,6 +45,8 @@ def default_run_dir(cfg: Config, stage: str) -> Path:
 
 def init_run_dir(run_dir: str | Path, cfg: Config, stage: str) -> Path:
     """Create the run dir and record how it was produced: resolved config, git SHA, command."""
+    import torch
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", cfg.to_yaml())
@@ -51,12 +59,16 @@ def init_run_dir(run_dir: str | Path, cfg: Config, stage: str) -> Path:
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
 def resolve_device(cfg: Config) -> torch.device:
+    import torch
+
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if cfg.device == "cuda" and not torch.cuda.is_available():
@@ -67,6 +79,8 @@ def resolve_device(cfg: Config) -> torch.device:
 
 
 def setup_torch(cfg: Config) -> torch.device:
+    import torch
+
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -76,6 +90,8 @@ def setup_torch(cfg: Config) -> torch.device:
 def setup_rank(cfg: Config, quiet: bool = True):
     """Join the process group when launched as a rank, seed and thread torch, and pick this
     rank's device (its own GPU under DDP). Returns ``(DistInfo, device)``."""
+    import torch
+
     from pipeline import distributed
 
     dist = distributed.init()

@@ -30,13 +30,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     src = run.add_mutually_exclusive_group(required=True)
     src.add_argument("--videos", nargs="+", metavar="PATH", help="video files and/or folders")
     src.add_argument("--affwild2", metavar="ROOT", help="Aff-Wild2 root: raw videos + EXPR labels")
-    run.add_argument("--out", required=True, metavar="DIR")
-    run.add_argument("--shard", metavar="K/N", help="process the K-th of N disjoint parts")
-    run.add_argument("--jobs", type=int, metavar="N", help="videos in parallel (stage0.parallel.jobs)")
+    run.add_argument("--out", required=True, metavar="DIR",
+                     help="output folder: crops/, manifest.parquet, detections.parquet, summary.csv")
+    run.add_argument("--shard", metavar="K/N",
+                     help="process the K-th of N disjoint parts (default: every video)")
+    run.add_argument("--jobs", type=int, metavar="N",
+                     help="videos in parallel (default: the config's stage0.parallel.jobs)")
     add_config_args(run)
     run.set_defaults(handler=run_command)
     merge = add_config_args(s0.add_parser("merge", help="merge sharded outputs into manifest.parquet"))
-    merge.add_argument("--out", required=True, metavar="DIR")
+    merge.add_argument("--out", required=True, metavar="DIR",
+                       help="the --out folder the sharded stage0 runs wrote to")
     merge.set_defaults(handler=merge_command)
     ing = add_config_args(s0.add_parser(
         "ingest", help="official Aff-Wild2 cropped_aligned + EXPR annotations -> manifest"))

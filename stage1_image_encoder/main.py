@@ -20,7 +20,6 @@ from pipeline import distributed
 from pipeline.cliutil import (add_config_args, add_train_args, launch_ranks, launch_training,
                               resolve_config, summary)
 from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, RunFailed, UsageError, output_failure
-from pipeline.training import NonFiniteLoss, kept_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--out", required=True, metavar="DIR", help="where stage1_eval.json goes")
     ev.set_defaults(handler=eval_command)
     emb = add_config_args(s1.add_parser("embed", help="embed every manifest frame into the store"))
-    emb.add_argument("--manifest", required=True, metavar="FILE")
+    emb.add_argument("--manifest", required=True, metavar="FILE",
+                     help="stage-0 manifest.parquet whose face crops are embedded")
     emb.add_argument("--run", "--run-dir", dest="run", metavar="RUN_DIR",
-                     help="stage-1 run dir whose encoder to use (--run-dir under torchrun)")
+                     help="stage-1 run dir whose encoder to use (--run-dir under torchrun; "
+                          "default: the encoder stage1.model describes)")
     emb.add_argument("--store", metavar="DIR", help="store path (default: artifacts/embeddings/<key>)")
     emb.add_argument("--export-h5", metavar="FILE", help="also write the store as one HDF5 file")
     emb.add_argument("--nproc", type=int, default=1, metavar="N",
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_worker(args: argparse.Namespace) -> None:
+    from pipeline.training import NonFiniteLoss, kept_checkpoint
     from stage1_image_encoder.api import train
 
     cfg = resolve_config(args)

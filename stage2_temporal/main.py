@@ -36,21 +36,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(handler=eval_command)
     kf = add_config_args(s2.add_parser("kfold", help="official split + K folds: a Table-1-shaped "
                                                      "F1 report"))
-    kf.add_argument("--store", required=True, metavar="DIR")
-    kf.add_argument("--folds", type=int, default=3, metavar="K")
+    kf.add_argument("--store", required=True, metavar="DIR", help="embedding store")
+    kf.add_argument("--folds", type=int, default=3, metavar="K",
+                    help="number of splits beside the official one")
     kf.add_argument("--split", choices=("kfold", "random"), default="kfold",
-                    help="kfold = K disjoint folds, every video validated once (default); "
+                    help="kfold = K disjoint folds, every video validated once; "
                          "random = K independent 7:3 video draws (the V-NAW paper)")
-    kf.add_argument("--out", required=True, metavar="DIR")
+    kf.add_argument("--out", required=True, metavar="DIR",
+                    help="folder for one run per split and kfold.{csv,md}")
     kf.set_defaults(handler=kfold_command)
     for name, help_, handler in (
             ("ablate", "vanilla / +Aug / +NAW / both over seeds", ablate_command),
             ("heads", "flat head vs CFC-SP (soft and hard cascade), each raw and with Smooth "
                       "Predicting, over seeds", heads_command)):
         sp = add_config_args(s2.add_parser(name, help=help_))
-        sp.add_argument("--store", required=True, metavar="DIR")
-        sp.add_argument("--seeds", type=int, default=3, metavar="N")
-        sp.add_argument("--out", required=True, metavar="DIR")
+        sp.add_argument("--store", required=True, metavar="DIR", help="embedding store")
+        sp.add_argument("--seeds", type=int, default=3, metavar="N",
+                        help="training seeds per row (the table gives mean ± std)")
+        sp.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for one run per row and seed and the "
+                             f"{'ablation' if name == 'ablate' else name}.{{csv,md}} table")
         sp.set_defaults(handler=handler)
 
 

@@ -81,7 +81,7 @@ def predicted(setup):
 def test_predict_writes_csv_submission_and_timeline(predicted):
     r, out = predicted
     assert r.returncode == 1, r.stderr[-2000:]       # one input failed, the others are done
-    assert "notes.mp4" in r.stdout and "predict: 2 video(s) predicted, 1 failed" in r.stdout
+    assert "predict: 2 video(s) predicted, 1 failed" in r.stdout
     df = pd.read_csv(out / "face.csv")
     assert list(df.columns[:3]) == ["frame", "time_s", "has_face"]
     assert len(df) == 36 and df["frame"].tolist() == list(range(1, 37))
@@ -98,6 +98,17 @@ def test_predict_writes_csv_submission_and_timeline(predicted):
     assert sub[5] == f"face/00005.jpg,{df['smoothed_label'][4]}"
     img = cv2.imread(str(out / "face_timeline.png"))
     assert img is not None and img.shape[1] > 600 and img.shape[0] > 300
+
+
+def test_a_failed_input_is_reported_once(predicted):
+    """The text file named .mp4 fails alone and its error reaches the user once (stage 0's line,
+    as it happens); the summary line only counts it."""
+    r, out = predicted
+    both = r.stdout + r.stderr
+    assert both.count("notes.mp4") == 1, both
+    assert "notes.mp4: not a readable video" in r.stderr
+    assert "1 failed (errors above" in r.stdout.splitlines()[-1]
+    assert (out / "predict_summary.json").read_text().count("notes.mp4: not a readable video") == 1
 
 
 def test_video_without_faces_gives_flagged_rows_and_a_warning(predicted):

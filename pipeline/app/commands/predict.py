@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cliutil import setup_logging, summary
-from pipeline.config import DEFAULT_SMOOTH_WINDOW as DEFAULT_SMOOTH, Config, load_config
+from pipeline.config import Config, load_config
 from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
 from pipeline.io import atomic_write, write_text
 from pipeline.labels import CLASSES, SUBMISSION_HEADER
@@ -274,41 +274,39 @@ def _thumbnails(stage0_dir: Path, res: VideoPrediction, n: int = 6) -> list[tupl
     return out
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="new videos -> per-frame expressions (CSV, ABAW "
-                                       "submission, timeline)")
-    p.add_argument("--config", action="append", default=[], metavar="FILE",
-                   help="YAML layered over the run's config (repeatable; later wins)")
-    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or folders of videos")
-    p.set_defaults(overrides=[])      # KEY=VALUE tokens anywhere on the line (cliutil)
-    p.add_argument("--run", "--run-dir", dest="run", default=None, metavar="RUN_DIR",
-                   help="a stage-2 run (temporal model; it records its store and encoder) or a "
-                        "stage-1 run (frame level); default: the real-face encoder shipped with "
-                        "the package (frame level)")
-    p.add_argument("--out", metavar="DIR", help="output dir (default artifacts/predict/<run name>)")
-    p.add_argument("--encoder-run", metavar="DIR",
-                   help="stage-1 run of the encoder, when the stage-2 run does not record it")
-    p.add_argument("--smooth-window", type=int, default=None, metavar="N",
-                   help="frames of the centred moving average behind the smoothed label "
-                        f"(default: the run's stage2.post.smooth_window, or {DEFAULT_SMOOTH} when it has none)")
-    p.set_defaults(handler=predict_command)
+def _check_inputs(paths: list[str]) -> None:
+    """Before any model is loaded: folders that hold no video (searched as stage 0 searches
+    them) are a usage error when nothing else was given. A named file is taken as it is; if it
+    is no video, stage 0 fails it alone."""
+    from pipeline.media import VIDEO_EXTENSIONS
+
+    def holds_video(folder: Path) -> bool:
+        return any(f.suffix.lower() in VIDEO_EXTENSIONS and f.is_file() for f in folder.rglob("*"))
+
+    given = [Path(p) for p in paths]
+    if any(not p.is_dir() for p in given) or any(holds_video(p) for p in given):
+        return
+    raise UsageError(f"no video files in {', '.join(map(str, given))} (looked for "
+                     f"{', '.join(VIDEO_EXTENSIONS)})")
 
 
 def predict_command(args: argparse.Namespace) -> int:
+    """``fer-pipeline predict`` (its arguments are declared in ``pipeline.app.cli``). A failed
+    input is reported once, by the stage that failed it, as it happens; the summary counts."""
     videos = args.videos
     setup_logging()
+    _check_inputs(videos)
     pred = Predictor(args.run, encoder_run=args.encoder_run, config_files=args.config,
                      overrides=args.overrides, smooth_window=args.smooth_window)
     setup_logging(pred.cfg.log_level)
     out = Path(args.out or Path(pred.cfg.artifacts_dir) / "predict" / pred.run_dir.resolve().name)
     res = pred.predict(videos, out)
-    for f in res.failures:
-        print(f"skipped: {f}")
     for v in res.videos:
         print(f"{v.name}: {len(v.frames)} frames, face in {v.face_pct:.1f}%, {_dominant(v.frames)}"
               f" -> {v.files.get('csv')}")
     write_json_summary(res)
-    summary(f"predict: {len(res.videos)} video(s) predicted, {len(res.failures)} failed -> {out}")
+    failed = f" (errors above; listed in {out / 'predict_summary.json'})" if res.failures else ""
+    summary(f"predict: {len(res.videos)} video(s) predicted, {len(res.failures)} failed{failed} -> {out}")
     return EXIT_INPUTS_FAILED if res.failures else EXIT_OK
 
 

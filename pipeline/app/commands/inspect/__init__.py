@@ -15,7 +15,8 @@ are drawn as labelled placeholders.
 
 The code: ``stats`` counts and tabulates the store, ``neighbours`` finds the nearest frames and
 draws their strip, ``crops`` finds the crop images for it, ``projection`` makes the 2-D map; this
-module registers the command and runs the parts asked for.
+module runs the parts asked for (the command's arguments are declared in ``pipeline.app.cli``,
+so ``--help`` loads none of this).
 """
 from __future__ import annotations
 
@@ -33,54 +34,17 @@ from pipeline.app.commands.inspect.neighbours import (CAPTION, PAD, SIMILARITY_C
 from pipeline.app.commands.inspect.projection import (PROJECTION_DPI, PROJECTION_SIZE_IN, pca_2d,
                                                       plot_projection, project)
 from pipeline.app.commands.inspect.stats import format_stats, label_name, store_stats
-from pipeline.cliutil import add_config_args, resolve_config, summary
+from pipeline.cliutil import resolve_config, summary
 from pipeline.errors import EXIT_OK, UsageError
 from pipeline.io import atomic_path, write_json
 from pipeline.store import EmbeddingStore
 
 __all__ = ["CAPTION", "PAD", "PROJECTION_DPI", "PROJECTION_SIZE_IN", "SIMILARITY_CHUNK", "TILE",
            "CropFinder", "find_crops", "format_stats", "inspect_command", "label_name", "locate",
-           "nearest", "parse_query", "pca_2d", "plot_projection", "project", "register",
+           "nearest", "parse_query", "pca_2d", "plot_projection", "project",
            "store_stats", "strip_size", "thumbnail_strip", "video_rows"]
 
 log = logging.getLogger(__name__)
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="counts, nearest neighbours, 2-D projection, HDF5 export "
-                       "of an embedding store",
-                       description="Print what an embedding store holds (videos, frames, labels, "
-                       "faces, per-video table) and optionally: the nearest frames of one frame, "
-                       "a 2-D projection of the face frames, an HDF5 export.")
-    p.add_argument("store", metavar="STORE", help="embedding store folder "
-                   "(artifacts/embeddings/<encoder-key>)")
-    p.add_argument("--json", metavar="FILE", help="also write the counts and tables as JSON")
-    p.add_argument("--neighbours", "--neighbors", metavar="VIDEO:FRAME",
-                   help="list the --k most cosine-similar face frames of the store to this frame; "
-                   "FRAME is the 0-based row in that video's arrays (manifest frame k, crop "
-                   "<k:05d>.jpg, is row k-1); also writes a thumbnail strip PNG to --out")
-    p.add_argument("--k", type=int, default=10, help="number of neighbours (default 10)")
-    p.add_argument("--exclude-query-video", action="store_true",
-                   help="with --neighbours: leave out every frame of the query's own video, so "
-                   "the neighbours are similar frames of other videos")
-    p.add_argument("--project", action="store_true",
-                   help="2-D projection of the face frames coloured by label: PNG + CSV in --out")
-    p.add_argument("--method", choices=("auto", "pca", "umap"), default="auto",
-                   help="projection method; auto = UMAP when the umap package is installed, "
-                   "else PCA (default auto)")
-    p.add_argument("--max-points", type=int, default=20000, metavar="N",
-                   help="project at most N face frames, drawn at random with the config seed "
-                   "(default 20000)")
-    p.add_argument("--out", metavar="DIR", default=".",
-                   help="folder for image and CSV outputs (default: the current folder)")
-    p.add_argument("--manifest", metavar="FILE",
-                   help="stage-0 manifest.parquet whose crop_path gives the thumbnails (default: "
-                   "a manifest.parquet in the store's artifacts folder or one level below it)")
-    p.add_argument("--crops", metavar="DIR",
-                   help="crop folder laid out as DIR/<video>/<k:05d>.jpg (instead of a manifest)")
-    p.add_argument("--export-h5", metavar="FILE", help="write the store as one HDF5 file")
-    add_config_args(p)
-    p.set_defaults(handler=inspect_command)
 
 
 def inspect_command(args: argparse.Namespace) -> int:

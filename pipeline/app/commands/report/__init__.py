@@ -20,7 +20,8 @@ A missing piece (no eval yet, no metrics) becomes a note in the page, never an e
 
 The code: ``page`` holds the page model and its HTML / Markdown renderers, ``readers`` reads a
 run dir (and the store / manifest the timelines need), ``sections`` builds each part of the page
-from what was read; this module registers the command and puts the page together.
+from what was read; this module puts the page together (the command's arguments are declared
+in ``pipeline.app.cli``, so ``--help`` loads none of this).
 """
 from __future__ import annotations
 
@@ -37,28 +38,13 @@ from pipeline.app.commands.report.readers import (MAX_BAR_SERIES, THUMBNAIL_HEIG
 from pipeline.app.commands.report.sections import (_COLLECTIONS, _collection, _curves,
                                                    _evaluation, _header, _stage1_result,
                                                    _timelines)
-from pipeline.cliutil import add_config_args, resolve_config, summary
+from pipeline.cliutil import resolve_config, summary
 from pipeline.errors import EXIT_OK, UsageError
 from pipeline.io import atomic_write, write_text
 
 __all__ = ["MAX_BAR_SERIES", "THUMBNAIL_HEIGHT", "THUMBNAILS_PER_VIDEO", "Details", "Facts",
-           "Figure", "Heading", "Note", "Page", "Para", "Table", "build_report", "register",
+           "Figure", "Heading", "Note", "Page", "Para", "Table", "build_report",
            "render_html", "render_markdown", "report_command", "write_report"]
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report", help="one self-contained HTML page for a run: config, curves, F1, timelines")
-    p.add_argument("run_dir", metavar="RUN_DIR",
-                   help="a stage-1/stage-2 run dir, or the --out of stage2 kfold / ablate")
-    add_config_args(p)                # after RUN_DIR, so trailing key=value stay overrides
-    p.add_argument("--max-videos", type=int, default=12, metavar="N",
-                   help="timelines for at most N validation videos (default 12)")
-    p.add_argument("--manifest", metavar="FILE",
-                   help="stage-0 manifest.parquet: adds face-crop thumbnails to the timelines")
-    p.add_argument("--markdown", action="store_true",
-                   help="also write RUN_DIR/report/report.md with the PNGs beside it")
-    p.set_defaults(handler=report_command)
 
 
 def build_report(run_dir: Path, workdir: Path, max_videos: int = 12,
