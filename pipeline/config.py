@@ -243,6 +243,7 @@ class Stage1Config(_Strict):
 # ---------------------------------------------------------------------------------- stage 2
 class Stage2DataConfig(_Strict):
     clip_len: int = Field(100, ge=2)
+    bad_frames: Literal["fail", "mask"] = "fail"
     stride_eval: int | None = None
     speed_jitter: float = Field(0.0, ge=0, lt=1)
     class_balanced: bool = False
@@ -251,7 +252,9 @@ class Stage2DataConfig(_Strict):
     fold: int = Field(0, ge=0)
     val_ratio: float = Field(0.3, gt=0, lt=1)
     select_ratio: float = Field(0.0, ge=0, lt=1)
-    preload: Literal["cpu", "device"] = "cpu"
+    preload: Literal["cpu", "device", "mmap"] = "cpu"
+    shm_dir: str = "/dev/shm"
+    cache_dir: str | None = None
 
 
 class TokenAugConfig(_Strict):

@@ -118,12 +118,48 @@ def all_gather_objects(obj) -> list:
     return out
 
 
-def shard(items: Sequence, rank: int | None = None, world: int | None = None) -> list:
-    """Every ``world``-th item starting at ``rank``: disjoint, covering, order-stable."""
+def shard(items: Sequence, rank: int | None = None, world: int | None = None,
+          weights: Sequence[float] | None = None) -> list:
+    """This rank's share of ``items``: disjoint, covering, in the given order. With ``weights``
+    (e.g. frames per video) the shares hold near-equal total weight (``pipeline.balance``:
+    longest first, each to the lightest rank); without, every ``world``-th item."""
     d = info()
     rank = d.rank if rank is None else rank
     world = d.world_size if world is None else world
-    return list(items)[rank::world]
+    items = list(items)
+    if weights is None:
+        return items[rank::world]
+    from pipeline.balance import balanced_part
+
+    if len(weights) != len(items):
+        raise ValueError(f"{len(items)} items but {len(weights)} weights")
+    return [items[i] for i in balanced_part(weights, rank, world)]
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank (``obj`` itself in a single process)."""
+    if not info().enabled:
+        return obj
+    import torch.distributed as tdist
+
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def node_key() -> str:
+    """Which machine ("node") this process runs on: the host name, plus torchrun's node rank
+    (``GROUP_RANK``) so that two launches on one host (a multi-node rehearsal) are two nodes."""
+    return f"{socket.gethostname()}#{os.environ.get('GROUP_RANK', '0')}"
+
+
+def node_peers() -> tuple[bool, int, str]:
+    """``(leader, local_ranks, key)``: whether this rank is the lowest rank on its node, how
+    many ranks share the node, and the node key. Collective under DDP (every rank calls it)."""
+    key = node_key()
+    keys = all_gather_objects(key)
+    mine = [r for r, k in enumerate(keys) if k == key]
+    return info().rank == mine[0], len(mine), key
 
 
 def cleanup() -> None:
@@ -139,7 +175,8 @@ def free_port() -> int:
 
 def _spawned(local_rank: int, nproc: int, port: int, fn: Callable, args: tuple) -> None:
     os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank),
-                       "WORLD_SIZE": str(nproc), "MASTER_ADDR": "127.0.0.1",
+                       "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+                       "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)})
     if "OMP_NUM_THREADS" not in os.environ:   # share the cores instead of oversubscribing them
         import torch

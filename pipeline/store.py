@@ -93,8 +93,11 @@ def nonfinite_rows(emb) -> np.ndarray:
     (a float32 row sum is non-finite exactly then: finite float16 rows cannot overflow it)."""
     out = []
     for s in range(0, len(emb), _FINITE_CHUNK):
-        chunk = np.asarray(emb[s:s + _FINITE_CHUNK])
-        rows = np.flatnonzero(~np.isfinite(chunk.sum(axis=1, dtype=np.float32)))
+        chunk = emb[s:s + _FINITE_CHUNK]
+        if hasattr(chunk, "detach"):          # a torch tensor (stage 2's cache), on any device
+            rows = (~chunk.float().sum(1).isfinite()).nonzero().flatten().cpu().numpy()
+        else:
+            rows = np.flatnonzero(~np.isfinite(np.asarray(chunk).sum(axis=1, dtype=np.float32)))
         if rows.size:
             out.append(rows + s)
     return np.concatenate(out) if out else np.zeros(0, np.int64)
@@ -318,8 +321,10 @@ class EmbeddingStore:
         return FileLock(d / f"{video}.lock")
 
     # ------------------------------------------------------------------ checks
-    def check_finite(self, loaded: LoadedStore, bad_frames: str = "fail") -> LoadedStore:
-        """Every embedding row of ``loaded`` finite, checked per chunk of rows (vectorised).
+    def check_finite(self, loaded, bad_frames: str = "fail"):
+        """Every embedding row of ``loaded`` (a ``LoadedStore``, or anything with ``emb``,
+        ``face``, ``offsets`` and ``videos`` in load order: numpy arrays or torch tensors)
+        finite, checked per chunk of rows (vectorised).
         Non-finite rows are a ``UsageError`` naming each video and its frame ranges
         (``bad_frames="fail"``), or become no-face frames (zero rows, ``face=False``) with a
         warning counting them (``"mask"``). Returns ``loaded`` (masked in place, or a copy of its
@@ -338,9 +343,9 @@ class EmbeddingStore:
                 f"{self.path}: {bad.size} frame(s) with non-finite embeddings (NaN/Inf) in "
                 f"{len(parts)} video(s): {where}; re-embed those videos, or set "
                 f"stage2.data.bad_frames=mask to treat them as no-face frames")
-        for name in ("emb", "face"):
+        for name in ("emb", "face"):      # read-only numpy arrays: mask a copy
             arr = getattr(loaded, name)
-            if not getattr(arr, "flags", None) or not arr.flags.writeable:
+            if isinstance(arr, np.ndarray) and not arr.flags.writeable:
                 setattr(loaded, name, np.array(arr))
         loaded.emb[bad] = 0
         loaded.face[bad] = False
@@ -378,34 +383,114 @@ class EmbeddingStore:
         g = self._videos_group()[video]
         return VideoRecord(video, g["emb"][:], g["label"][:], g["face"][:], g.attrs.asdict())
 
-    def load(self, videos: list[str] | None = None) -> LoadedStore:
-        """Read the given (default: all complete) videos into one contiguous array."""
+    def index(self, videos: list[str] | None = None) -> StoreIndex:
+        """The layout of the given (default: all complete) videos, in that order, without reading
+        any embedding: names, row offsets, attributes. What splits are chosen from."""
         names = self.videos() if videos is None else list(videos)
         missing = [v for v in names if not self.is_complete(v)]
         if missing:
             raise UsageError(f"{self.path}: {len(missing)} video(s) missing or incomplete in the "
                              f"store: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
         grp = self._videos_group()
-        lengths = [int(grp[v].attrs["n_frames"]) for v in names]
+        attrs = [grp[v].attrs.asdict() for v in names]
         offsets = np.zeros(len(names) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        emb = np.empty((int(offsets[-1]), self.dim), dtype=np.float16)
-        label = np.empty(int(offsets[-1]), dtype=np.int8)
-        face = np.empty(int(offsets[-1]), dtype=bool)
-        attrs = []
-        for i, v in enumerate(names):
+        np.cumsum([int(a["n_frames"]) for a in attrs], out=offsets[1:])
+        return StoreIndex(names, offsets, attrs, self.encoder_key, self.dim)
+
+    def read_into(self, index: StoreIndex, emb: np.ndarray, label: np.ndarray,
+                  face: np.ndarray, row0: int = 0) -> None:
+        """Fill rows ``row0 + index.offsets[i] ...`` of ``emb`` / ``label`` / ``face`` (any
+        array-likes: RAM, a memory-mapped file, a device tensor) with the index's videos, one
+        video at a time, so nothing but the destination grows with the store."""
+        grp = self._videos_group()
+        for i, v in enumerate(index.videos):
             g = grp[v]
-            s, e = offsets[i], offsets[i + 1]
+            s, e = row0 + int(index.offsets[i]), row0 + int(index.offsets[i + 1])
             emb[s:e] = g["emb"][:]
             label[s:e] = g["label"][:]
             face[s:e] = g["face"][:]
-            attrs.append(g.attrs.asdict())
-        return LoadedStore(names, offsets, emb, label, face, attrs, self.encoder_key, self.dim)
+
+    def load(self, videos: list[str] | None = None) -> LoadedStore:
+        """Read the given (default: all complete) videos into one contiguous array in RAM."""
+        index = self.index(videos)
+        N = index.frames
+        emb = np.empty((N, self.dim), dtype=np.float16)
+        label = np.empty(N, dtype=np.int8)
+        face = np.empty(N, dtype=bool)
+        self.read_into(index, emb, label, face)
+        return LoadedStore(index.videos, index.offsets, emb, label, face, index.attrs,
+                           self.encoder_key, self.dim)
+
+    def fingerprint(self, videos: list[str] | None = None) -> str:
+        """A hash of what the store holds for the given (default: all complete) videos, without
+        reading the embeddings: every video's name and metadata (``zarr.json``, which holds its
+        write time) and every array file's name, size and modification time. Rewriting or
+        adding a video changes it; reading the store does not."""
+        import hashlib
+
+        h = hashlib.sha256(f"{FORMAT}|{self.encoder_key}|{self.dim}".encode())
+        root = self.path / "videos"
+        for v in (self.videos() if videos is None else list(videos)):
+            vdir = root / v
+            h.update(f"\0{v}\0".encode())
+            for f in sorted(p for p in vdir.rglob("*") if p.is_file()):
+                st = f.stat()
+                rel = f.relative_to(vdir).as_posix()
+                h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                if f.name == "zarr.json":
+                    h.update(f.read_bytes())
+        return h.hexdigest()
+
+
+class _Layout:
+    """Shared by :class:`StoreIndex` and :class:`LoadedStore`: video i's frames are rows
+    ``offsets[i]:offsets[i+1]``."""
+    videos: list[str]
+    offsets: np.ndarray
+    attrs: list[dict[str, Any]]
+    dim: int
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    @property
+    def frames(self) -> int:
+        return int(self.offsets[-1])
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def split_of(self, i: int) -> str:
+        return self.attrs[i].get("split", "")
+
+    def index(self, video: str) -> int:
+        pos = self.__dict__.get("_pos")
+        if pos is None or len(pos) != len(self.videos):
+            pos = self.__dict__["_pos"] = {v: i for i, v in enumerate(self.videos)}
+        try:
+            return pos[video]
+        except KeyError:
+            raise ValueError(f"{video!r} is not in the store's loaded videos") from None
+
+    def payload_bytes(self) -> int:
+        """Bytes of the videos' arrays: fp16 embeddings + int8 labels + bool face flags."""
+        return self.frames * (2 * int(self.dim) + 2)
 
 
 @dataclass
-class LoadedStore:
-    """A whole store in memory: frames of video i are rows ``offsets[i]:offsets[i+1]``."""
+class StoreIndex(_Layout):
+    """A store's layout without its embeddings (``EmbeddingStore.index``)."""
+    videos: list[str]
+    offsets: np.ndarray  # (V+1,) int64
+    attrs: list[dict[str, Any]]
+    encoder_key: str
+    dim: int
+
+
+@dataclass
+class LoadedStore(_Layout):
+    """A whole store in memory (or memory-mapped): frames of video i are rows
+    ``offsets[i]:offsets[i+1]``."""
     videos: list[str]
     offsets: np.ndarray  # (V+1,) int64
     emb: np.ndarray      # (N, D) float16
@@ -415,20 +500,9 @@ class LoadedStore:
     encoder_key: str
     dim: int
 
-    def __len__(self) -> int:
-        return len(self.videos)
-
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def split_of(self, i: int) -> str:
-        return self.attrs[i].get("split", "")
-
-    def index(self, video: str) -> int:
-        return self.videos.index(video)
-
     def select(self, indices: list[int]) -> LoadedStore:
-        """The given videos only, as a new contiguous LoadedStore (copies their rows)."""
+        """The given videos only, as a new contiguous LoadedStore (copies their rows; stage 2
+        takes index views instead, ``TemporalCache.subset``)."""
         spans = [slice(int(self.offsets[i]), int(self.offsets[i + 1])) for i in indices]
 
         def cat(a: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ from pipeline.config import Config
 from pipeline.errors import UsageError
 from pipeline.io import atomic_write
 from pipeline.manifest import write_manifest
+from pipeline.outdir import STAGE0_VIDEO_BYTES, check_output_dir
 from pipeline.runs import init_run_dir
 from stage0_preprocess.affwild2 import raw_video_name
 from stage0_preprocess.align import align_face
@@ -36,6 +37,7 @@ def ingest_affwild2(root: str | Path, out: str | Path, cfg: Config):
     from stage0_preprocess.affwild2 import ingest
 
     out = Path(out)
+    check_output_dir(out, "--out", 1 << 20, "manifest")
     result = ingest(root, cfg)
     init_run_dir(out, cfg, "stage0")
     manifest = write_manifest(out / "manifest.parquet", result.frames)
@@ -62,9 +64,11 @@ def run_videos(videos: list[str | Path] | None, out: str | Path, cfg: Config, *,
     if not jobs:
         raise UsageError("no videos to process")
     jobs = select_shard(jobs, shard_kn)
-    if record_run:
-        init_run_dir(out, cfg, "stage0")
+    check_output_dir(out, "--out", STAGE0_VIDEO_BYTES, "video's crops")
     suffix = f".shard-{shard_kn[0]}-of-{shard_kn[1]}" if shard_kn else ""
+    if record_run:   # each shard its own record (the shards share ``out``)
+        init_run_dir(out / "shards" / f"{shard_kn[0]}-of-{shard_kn[1]}" if shard_kn else out, cfg,
+                     "stage0")
     result = run_jobs(jobs, out, cfg, suffix)
     for m in missing:
         log.error("skipped %s", m)

@@ -12,14 +12,15 @@ from pathlib import Path
 import pandas as pd
 from joblib import Parallel, delayed, parallel_config
 
+from pipeline.balance import balanced_part
 from pipeline.config import Config
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, os_error_line, output_failure
 from pipeline.io import atomic_write, write_parquet
 from pipeline.manifest import normalise
 from pipeline.media import VIDEO_EXTENSIONS
 from pipeline.progress import progress
-from stage0_preprocess.video import (Track, TrackOutcome, VideoJob, is_complete, process_video,
-                                     read_outcome)
+from stage0_preprocess.video import (OutputFailed, Track, TrackOutcome, VideoJob, is_complete,
+                                     process_video, read_outcome)
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,29 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(m.group(1)), int(m.group(2))
 
 
-def select_shard(jobs: list[VideoJob], shard: tuple[int, int] | None) -> list[VideoJob]:
-    """Shard k of n: every n-th job of the sorted list, so n batch jobs split it with no overlap."""
+def frame_estimate(path: str | Path) -> int:
+    """A video's frame count from its container header (cheap: no decoding); 1 when unreadable
+    (such a video fails fast in its shard)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    finally:
+        cap.release()
+    return max(n, 1)
+
+
+def select_shard(jobs: list[VideoJob], shard: tuple[int, int] | None,
+                 frames=frame_estimate) -> list[VideoJob]:
+    """Shard k of n of the jobs sorted by path, balanced by frame count (``pipeline.balance``:
+    longest first, each to the shard with the fewest frames): n batch jobs computing it from
+    the same list split it with no overlap and near-equal work."""
     if shard is None:
         return jobs
     k, n = shard
-    return sorted(jobs, key=lambda j: j.path)[k - 1::n]
+    ordered = sorted(jobs, key=lambda j: j.path)
+    return [ordered[i] for i in balanced_part([frames(j.path) for j in ordered], k - 1, n)]
 
 
 @dataclass
@@ -129,22 +147,34 @@ def run_jobs(jobs: list[VideoJob], out: Path, cfg: Config, suffix: str = "") -> 
     # split the cores between worker processes (each runs its own ONNX session)
     os.environ.setdefault("FER_ORT_THREADS", str(max(1, (os.cpu_count() or 1) // cfg.stage0.parallel.jobs)))
     outcomes = list(done)
+    stopped = ""
     if pending:
-        with _backend(cfg, len(pending)) as n_jobs:
-            runs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-                delayed(process_video)(j, out, cfg) for j in pending)
-            for result in progress(runs, total=len(pending), desc="stage0 videos", unit="video"):
-                for o in result:
-                    if o.status == "failed":
-                        log.error("skipped %s", o.error)
-                    else:
-                        log.info("%s: %d/%d frames with a face (%.1f%%), %.1f s", o.name,
-                                 o.face_frames, o.frames, o.face_pct, o.seconds)
-                outcomes.extend(result)
+        try:
+            with _backend(cfg, len(pending)) as n_jobs:
+                runs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+                    delayed(process_video)(j, out, cfg, os.getpid()) for j in pending)
+                for result in progress(runs, total=len(pending), desc="stage0 videos", unit="video"):
+                    for o in result:
+                        if o.status == "failed":
+                            log.error("skipped %s", o.error)
+                        else:
+                            log.info("%s: %d/%d frames with a face (%.1f%%), %.1f s", o.name,
+                                     o.face_frames, o.frames, o.face_pct, o.seconds)
+                    outcomes.extend(result)
+        except OutputFailed as e:      # disk full, read-only: later videos would fail the same way
+            stopped = str(e)
     order = {n: i for i, n in enumerate(n for j in jobs for n in j.names)}
     outcomes.sort(key=lambda o: order.get(o.name, len(order)))
-    manifest = merge_parts(out, [o.name for o in outcomes if o.status != "failed"], suffix)
-    write_summary(out / f"summary{suffix}.csv", outcomes)
+    complete = sum(o.status != "failed" for o in outcomes)
+    try:
+        manifest = merge_parts(out, [o.name for o in outcomes if o.status != "failed"], suffix)
+        write_summary(out / f"summary{suffix}.csv", outcomes)
+    except OSError as e:
+        stopped = stopped or os_error_line(e)
+    if stopped:
+        raise output_failure(f"stage0 stopped: {stopped}; {complete} video(s) complete in {out}; "
+                             f"fix the location and re-run (complete videos are skipped)",
+                             complete > 0)
     return Stage0Result(outcomes, manifest)
 
 

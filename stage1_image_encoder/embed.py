@@ -92,7 +92,8 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
     skipped, written, failures = [], [], []
     bad_crops, stopped = 0, ""
     max_bad = cfg.stage1.embed.max_bad_crops
-    videos = distributed.shard(sorted(manifest["video"].unique()))
+    sizes = manifest.groupby("video").size().sort_index()        # ranks share the frames evenly
+    videos = distributed.shard(list(sizes.index), weights=sizes.to_numpy())
     for name, rows in manifest[manifest["video"].isin(videos)].groupby("video", sort=True):
         rows = rows.sort_values("frame")
         if store.is_complete(name):

@@ -1,40 +1,142 @@
-"""Clips from the in-memory embedding cache.
+"""Clips from the loaded embedding cache.
 
-The whole store is loaded once (``EmbeddingStore.load``) into one ``(N_frames, D)`` tensor plus
-per-video offsets; clips are gathered from it with index arithmetic — no per-item Zarr reads.
+The store is loaded once (``load_cache``) into one ``(N_frames, D)`` array plus per-video row
+offsets — in this process's RAM, in one copy per node shared by the local ranks, memory-mapped
+from a consolidated file on local disk, or on the training device (``stage2.data.preload``) —
+and clips are gathered from it with index arithmetic: no per-item Zarr reads. Training,
+validation and selection videos are index views of that one array (``TemporalCache.subset``),
+never copies; evaluation after training reuses it.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from pipeline.config import Stage2DataConfig
 from pipeline.labels import IGNORE
-from pipeline.store import LoadedStore
+from pipeline.store import EmbeddingStore, LoadedStore, StoreIndex
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class TemporalCache:
-    emb: torch.Tensor      # (N, D) float16
-    label: torch.Tensor    # (N,) int64, -1 = ignore
-    face: torch.Tensor     # (N,) bool
-    offsets: np.ndarray    # (V+1,) int64
+    """Videos of a loaded store. ``emb``/``label``/``face`` are the loaded arrays (shared by
+    every view of them); video v of this view is rows ``starts[v] : starts[v] + T_v`` of them,
+    and frame f of it is number ``offsets[v] + f`` in the view's own concatenated frame order
+    (evaluation outputs, predictions). ``starts`` None: the videos are the arrays' rows in
+    order (``starts = offsets[:-1]``)."""
+    emb: torch.Tensor      # (M, D) float16
+    label: torch.Tensor    # (M,) int8 or int64, -1 = ignore
+    face: torch.Tensor     # (M,) bool
+    offsets: np.ndarray    # (V+1,) int64, the view's frame numbering
     videos: list[str]
+    starts: np.ndarray | None = None   # (V,) int64 rows of the videos' first frames
+
+    def __post_init__(self):
+        if self.starts is None:
+            self.starts = np.asarray(self.offsets[:-1], dtype=np.int64).copy()
 
     @classmethod
     def from_store(cls, loaded: LoadedStore, device: torch.device | str = "cpu") -> TemporalCache:
-        return cls(torch.from_numpy(loaded.emb).to(device),
-                   torch.from_numpy(loaded.label.astype(np.int64)).to(device),
-                   torch.from_numpy(loaded.face).to(device),
-                   loaded.offsets.copy(), list(loaded.videos))
+        """The loaded store as is (no copy on the CPU: the tensors share its arrays)."""
+        return cls(torch.from_numpy(loaded.emb).to(device), torch.from_numpy(loaded.label).to(device),
+                   torch.from_numpy(loaded.face).to(device), loaded.offsets.copy(), list(loaded.videos))
+
+    def subset(self, indices: list[int]) -> TemporalCache:
+        """The given videos (indices into this view) as a view of the same arrays."""
+        lengths = self.lengths()[list(indices)]
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return TemporalCache(self.emb, self.label, self.face, offsets,
+                             [self.videos[i] for i in indices],
+                             self.starts[list(indices)].copy())
+
+    def subset_names(self, names: list[str]) -> TemporalCache:
+        pos = {v: i for i, v in enumerate(self.videos)}
+        missing = [v for v in names if v not in pos]
+        if missing:
+            raise KeyError(f"video(s) not loaded: {', '.join(missing[:10])}")
+        return self.subset([pos[v] for v in names])
 
     @property
     def dim(self) -> int:
         return int(self.emb.shape[1])
 
+    @property
+    def frames(self) -> int:
+        return int(self.offsets[-1])
+
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def rows(self) -> torch.Tensor:
+        """(frames,) int64: the array row of every frame of the view, in view order."""
+        lengths = torch.from_numpy(self.lengths())
+        base = torch.from_numpy(self.starts - self.offsets[:-1])
+        return torch.arange(self.frames) + torch.repeat_interleave(base, lengths)
+
+    def view_labels(self) -> np.ndarray:
+        """(frames,) int64 labels of the view's frames, in view order."""
+        return self._take(self.label).astype(np.int64)
+
+    def view_face(self) -> np.ndarray:
+        return self._take(self.face).astype(bool)
+
+    def _take(self, t: torch.Tensor) -> np.ndarray:
+        if self.contiguous():
+            return t[:self.frames].cpu().numpy()
+        return t[self.rows().to(t.device)].cpu().numpy()
+
+    def contiguous(self) -> bool:
+        return bool(np.array_equal(self.starts, self.offsets[:-1]))
+
+    def locate(self, row: int) -> tuple[int, int]:
+        """(video index, 0-based frame) of an array row of this view's videos."""
+        order = np.argsort(self.starts, kind="stable")
+        k = int(np.searchsorted(self.starts[order], row, side="right") - 1)
+        v = int(order[max(k, 0)])
+        return v, int(row - self.starts[v])
+
+
+def load_cache(store: EmbeddingStore, index: StoreIndex, data: Stage2DataConfig,
+               device: torch.device | str = "cpu") -> TemporalCache:
+    """``index``'s videos (``preload: mmap``: every complete video of the store) loaded as
+    ``stage2.data.preload`` says:
+
+    - ``cpu``: in RAM, one copy per node (local DDP ranks map one copy in ``shm_dir``);
+    - ``mmap``: memory-mapped from the consolidated cache in ``cache_dir`` (written once per
+      store version; for stores bigger than RAM);
+    - ``device``: on ``device``, copied there video by video (no whole-store host array).
+    """
+    from pipeline import embcache
+
+    if data.preload == "device" and torch.device(device).type != "cpu":
+        return _load_to_device(store, index, torch.device(device))
+    if data.preload == "mmap":
+        loaded = embcache.disk_cache(store, data.cache_dir)
+    else:
+        loaded = embcache.node_shared(store, index, data.shm_dir or "/dev/shm")
+    return TemporalCache.from_store(loaded)
+
+
+def _load_to_device(store: EmbeddingStore, index: StoreIndex, device: torch.device) -> TemporalCache:
+    N = index.frames
+    emb = torch.empty((N, index.dim), dtype=torch.float16, device=device)
+    label = torch.empty(N, dtype=torch.int8, device=device)
+    face = torch.empty(N, dtype=torch.bool, device=device)
+
+    class _Dev:     # numpy rows -> device rows
+        def __init__(self, t):
+            self.t = t
+
+        def __setitem__(self, sl, a):
+            self.t[sl] = torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    store.read_into(index, _Dev(emb), _Dev(label), _Dev(face))
+    return TemporalCache(emb, label, face, index.offsets.copy(), list(index.videos))
 
 
 @dataclass
@@ -46,10 +148,14 @@ class ClipBatch:
 
 
 def gather_clips(cache: TemporalCache, starts: torch.Tensor, lengths: torch.Tensor,
-                 clip_len: int, rates: torch.Tensor | None = None) -> ClipBatch:
-    """Gather B clips of ``clip_len`` tokens. Clip b reads global rows ``starts[b] + floor(k *
-    rates[b])`` for k < clip_len (rate 1: consecutive frames), as long as the offset is below
-    ``lengths[b]`` (the raw frames it may read, within its video); the rest is padding."""
+                 clip_len: int, rates: torch.Tensor | None = None,
+                 device: torch.device | str | None = None) -> ClipBatch:
+    """Gather B clips of ``clip_len`` tokens. Clip b reads array rows ``starts[b] + floor(k *
+    rates[b])`` for k < clip_len (rate 1: consecutive frames: one contiguous range of the array,
+    and of the file when it is memory-mapped), as long as the offset is below ``lengths[b]``
+    (the raw frames it may read, within its video); the rest is padding. The batch is built
+    where the cache lives and moved to ``device`` (the model's) when that differs."""
+    out_device = torch.device(device) if device is not None else cache.emb.device
     device = cache.emb.device
     starts = starts.to(device)
     lengths = lengths.to(device)
@@ -64,7 +170,10 @@ def gather_clips(cache: TemporalCache, starts: torch.Tensor, lengths: torch.Tens
     if not bool(inside.all()):
         x.masked_fill_(~inside[..., None], 0.0)
     face = cache.face[rows] & inside
-    label = torch.where(inside, cache.label[rows], IGNORE)
+    label = torch.where(inside, cache.label[rows].long(), IGNORE)
+    if out_device != device:
+        nb = out_device.type == "cuda"
+        return ClipBatch(*(t.to(out_device, non_blocking=nb) for t in (x, label, face, inside)))
     return ClipBatch(x, label, face, inside)
 
 
@@ -84,7 +193,9 @@ class ClipSampler:
     def __init__(self, cache: TemporalCache, clip_len: int, batch_size: int, seed: int = 0,
                  speed_jitter: float = 0.0, class_balanced: bool = False, rank: int = 0,
                  world: int = 1, span: int | None = None):
-        self.offsets = cache.offsets
+        self.starts = np.asarray(cache.starts, np.int64)       # array row of each video's frame 0
+        self.lengths = cache.lengths().astype(np.int64)
+        self.view_starts = np.asarray(cache.offsets[:-1], np.int64)  # the same in view numbering
         self.clip_len = clip_len
         self.span = max(span or clip_len, clip_len)
         self.batch_size = batch_size
@@ -94,7 +205,7 @@ class ClipSampler:
         self.epoch = 0
         self.frame_weight = None
         if class_balanced:
-            lab = cache.label.cpu().numpy()
+            lab = cache.view_labels()
             counts = np.bincount(lab[lab >= 0], minlength=8).astype(np.float64)
             inv = np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0)
             self.frame_weight = np.where(lab >= 0, inv[np.clip(lab, 0, None)], 0.0)
@@ -106,14 +217,16 @@ class ClipSampler:
         """This rank's (starts, lengths, rates) for the epoch, in training order."""
         rng = np.random.default_rng([self.seed, self.epoch])
         P = self.clip_len
-        starts, lengths, ends = [], [], []
-        for v in range(len(self.offsets) - 1):
-            s, e = int(self.offsets[v]), int(self.offsets[v + 1])
-            T = e - s
+        starts, lengths, ends, owner = [], [], [], []
+        for v in range(len(self.starts)):
+            s, T = int(self.starts[v]), int(self.lengths[v])
+            e = s + T
+            n0 = len(starts)
             if T <= P:
                 starts.append(s)
                 lengths.append(T)
                 ends.append(e)
+                owner.append(v)
                 continue
             # first clip starts at -phase (clipped to the video start) so boundaries move
             phase = int(rng.integers(0, P))
@@ -124,9 +237,11 @@ class ClipSampler:
                 starts.append(s + lo)
                 lengths.append(hi - lo)
                 ends.append(e)
-        starts, lengths, ends = (np.asarray(a, np.int64) for a in (starts, lengths, ends))
-        if self.frame_weight is not None:
-            w = np.array([self.frame_weight[a:a + n].mean() for a, n in zip(starts, lengths)])
+            owner += [v] * (len(starts) - n0)
+        starts, lengths, ends, owner = (np.asarray(a, np.int64) for a in (starts, lengths, ends, owner))
+        if self.frame_weight is not None:     # frame_weight is in view numbering
+            local = starts - (self.starts - self.view_starts)[owner]
+            w = np.array([self.frame_weight[a:a + n].mean() for a, n in zip(local, lengths)])
             w = w + 1e-9
             pick = rng.choice(len(starts), size=len(starts), replace=True, p=w / w.sum())
             starts, lengths, ends = starts[pick], lengths[pick], ends[pick]

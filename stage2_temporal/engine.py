@@ -49,8 +49,8 @@ def describe_clips(cache: TemporalCache, starts: torch.Tensor, lengths: torch.Te
     """'video frames a-b' for the first clips of a batch (1-based frames)."""
     out = []
     for s, n in zip(starts[:3].tolist(), lengths[:3].tolist()):
-        v = int(np.searchsorted(cache.offsets, s, side="right") - 1)
-        f = s - int(cache.offsets[v]) + 1
+        v, f = cache.locate(s)
+        f += 1
         out.append(f"{cache.videos[v]} frames {f}-{f + n - 1}")
     return ", ".join(out) + (" ..." if len(starts) > 3 else "")
 
@@ -64,7 +64,7 @@ def clip_loss(net, cache: TemporalCache, clips, cfg: Config, progress: float,
     starts, lengths, rates = clips
     remove = net.training and s2.aug.enabled and s2.aug.drop_mode == "remove"
     span = raw_span(s2.data.clip_len, s2.aug) if remove else s2.data.clip_len
-    batch = gather_clips(cache, starts, lengths, span, rates)
+    batch = gather_clips(cache, starts, lengths, span, rates, device=device)
     if remove:
         batch, _ = drop_frames(batch, s2.data.clip_len, s2.aug)
     with autocast(device or batch.x.device, s2.train.amp):
@@ -102,7 +102,7 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
     steps = max(1, len(sampler) // s2.train.accum)
     opt, sched = adamw_warmup_cosine(model.parameters(), s2.train.lr, s2.train.wd,
                                      steps * s2.train.epochs, int(round(s2.train.warmup_epochs * steps)))
-    class_weights = (balanced_class_weights(train.label).to(device)
+    class_weights = (balanced_class_weights(torch.from_numpy(train.view_labels())).to(device)
                      if s2.loss.class_weights == "balanced" else None)
     ckpt = run_dir / "checkpoint.safetensors"
     state_path = run_dir / "train_state.pt"

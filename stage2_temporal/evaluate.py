@@ -4,7 +4,7 @@ post-processing (no-face interpolation, centred smoothing) reported beside the r
 Class ids are taken from the (averaged, post-processed) probabilities by the model's decision
 rule (``heads.decide``).
 
-Under DDP each rank scores a disjoint share of the videos; the confusion counts are
+Under DDP each rank scores a disjoint share of the videos (balanced by frames); the confusion counts are
 all-reduced (never per-rank F1) and the per-video probabilities gathered, so 2 ranks give
 exactly the single-process numbers.
 """
@@ -40,26 +40,30 @@ def predict_probs(model: nn.Module, cache: TemporalCache, clip_len: int, stride:
                   batch_size: int = 64, videos: list[int] | None = None) -> torch.Tensor:
     """(N, 8) per-frame class probabilities (float32, CPU) for the given videos' frames (all by
     default; rows of other videos stay zero)."""
-    device = cache.emb.device
-    starts, lengths = [], []
+    param = next(model.parameters(), None)            # outputs where the model runs
+    device = param.device if param is not None else cache.emb.device
+    starts, lengths, shift = [], [], []          # array rows, frames, array row -> view frame
     for v in (range(len(cache.videos)) if videos is None else videos):
-        s, T = int(cache.offsets[v]), int(cache.offsets[v + 1] - cache.offsets[v])
+        s, T = int(cache.starts[v]), int(cache.offsets[v + 1] - cache.offsets[v])
         for a in window_starts(T, clip_len, stride):
             starts.append(s + a)
             lengths.append(min(clip_len, T - a))
-    N = int(cache.offsets[-1])
+            shift.append(int(cache.offsets[v]) - s)
+    N = cache.frames
     sums = torch.zeros(N, NUM_CLASSES, device=device)
     counts = torch.zeros(N, device=device)
     was_training = model.training
     model.eval()
     starts_t = torch.as_tensor(starts, dtype=torch.long)
     lengths_t = torch.as_tensor(lengths, dtype=torch.long)
+    shift_t = torch.as_tensor(shift, dtype=torch.long)
     steps = torch.arange(clip_len, device=device)
     for b in range(0, len(starts), batch_size):
-        s, n = starts_t[b:b + batch_size].to(device), lengths_t[b:b + batch_size].to(device)
-        batch = gather_clips(cache, s, n, clip_len)
+        s, n = starts_t[b:b + batch_size], lengths_t[b:b + batch_size]
+        batch = gather_clips(cache, s, n, clip_len, device=device)
         probs = model.probs(model(batch.x, batch.valid))                # (B, P, 8)
-        rows = (s[:, None] + steps[None, :])[batch.inside]
+        first = (s + shift_t[b:b + batch_size]).to(device)               # view frame of each start
+        rows = (first[:, None] + steps[None, :])[batch.inside]
         sums.index_add_(0, rows, probs[batch.inside].float())
         counts.index_add_(0, rows, torch.ones_like(rows, dtype=counts.dtype))
     model.train(was_training)
@@ -96,10 +100,10 @@ def evaluate(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
              post: PostConfig | None = None, batch_size: int = 64, rule: str = "soft") -> EvalResult:
     """Macro-F1 over every annotated frame of the cache (raw, and post-processed when ``post``
     asks for it), class ids by ``decide(probs, rule)``; distributed-aware."""
-    mine = distributed.shard(range(len(cache.videos)))
+    mine = distributed.shard(range(len(cache.videos)), weights=cache.lengths())
     probs = predict_probs(model, cache, clip_len, stride, batch_size, videos=mine).numpy()
-    labels = cache.label.cpu().numpy()
-    face = cache.face.cpu().numpy()
+    labels = cache.view_labels()
+    face = cache.view_face()
     do_post = post_active(post)
     cm = np.zeros((2, NUM_CLASSES, NUM_CLASSES), np.int64)
     local = {}

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from pipeline import distributed
-from pipeline.checkpoint import load_checkpoint
+from pipeline.checkpoint import load_checkpoint, load_train_state
 from pipeline.config import Config, load_config
 from pipeline.errors import UsageError
 from pipeline.io import atomic_write, read_jsonl, write_json, write_parquet, write_text
@@ -22,18 +22,14 @@ from pipeline.labels import CLASSES
 from pipeline.metrics import F1Report, plot_confusion, to_markdown
 from pipeline.plots import plot_curves
 from pipeline.runs import init_run_dir, setup_rank
-from pipeline.store import EmbeddingStore, LoadedStore
-from stage2_temporal.data import TemporalCache
+from pipeline.store import EmbeddingStore
+from stage2_temporal.data import TemporalCache, load_cache
 from stage2_temporal.engine import build_model, eval_stride, fit
 from stage2_temporal.evaluate import EvalResult, evaluate
 from stage2_temporal.heads import decide, decision_rule
 from stage2_temporal.splits import select_split
 
 log = logging.getLogger(__name__)
-
-
-def _cache(loaded: LoadedStore, indices: list[int], device: torch.device) -> TemporalCache:
-    return TemporalCache.from_store(loaded.select(indices), device)
 
 
 @dataclass
@@ -47,7 +43,8 @@ class TrainResult:
     eval: EvalResult | None = None     # the kept checkpoint on the validation videos
 
 
-def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool = False) -> TrainResult:
+def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool = False,
+          allow_partial: bool = False) -> TrainResult:
     dist, device = setup_rank(cfg)
     run_dir = Path(run_dir)
     if resume:
@@ -56,19 +53,25 @@ def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool
         cfg = load_config([run_dir / "config.yaml"], base=None)
         store_path = json.loads((run_dir / "stage2.json").read_text())["store"]
     store = EmbeddingStore.open(store_path)
-    loaded = store.load()
+    store.require_complete(allow_partial)        # incomplete videos: error, or left out
+    index = store.index()                        # layout only: splits are chosen before loading
     try:
-        train_idx, val_idx, select_idx = select_split(loaded, cfg)
+        train_idx, val_idx, select_idx = select_split(index, cfg)
     except ValueError as e:
         raise UsageError(f"{store_path}: stage2.data: {e}") from None
     if not train_idx:
         raise UsageError(f"{store_path}: no training videos for split '{cfg.stage2.data.split}' "
                          f"(videos need split=train in the store)")
-    hold = device if cfg.stage2.data.preload == "device" else torch.device("cpu")
-    train_c, val_c = _cache(loaded, train_idx, hold), _cache(loaded, val_idx, hold)
-    select_c = _cache(loaded, select_idx, hold) if select_idx else None
+    # one loaded array (one per node under DDP); the splits are index views of it
+    needed = [index.videos[i] for i in sorted({*train_idx, *val_idx, *select_idx})]
+    data = store.check_finite(load_cache(store, store.index(needed), cfg.stage2.data, device),
+                              cfg.stage2.data.bad_frames)         # NaN/Inf: error or masked
+    names = index.videos
+    train_c = data.subset_names([names[i] for i in train_idx])
+    val_c = data.subset_names([names[i] for i in val_idx])
+    select_c = data.subset_names([names[i] for i in select_idx]) if select_idx else None
     if dist.primary and not resume:
-        init_run_dir(run_dir, cfg, "stage2")
+        init_run_dir(run_dir, cfg, "stage2", fresh=True)
         write_json(run_dir / "stage2.json", {
             "store": str(Path(store_path).resolve()), "encoder_key": store.encoder_key,
             "encoder_run": store.meta.get("encoder_run"), "in_dim": store.dim,
@@ -87,7 +90,7 @@ def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool
                           f" V-NAW {'on' if cfg.stage2.naw.enabled else 'off'})")
     distributed.barrier()
     if val_c.videos:
-        evaluated = evaluate_run(run_dir, store_path)
+        evaluated = evaluate_run(run_dir, store_path, cache=data)   # the data loaded above
         report, post = evaluated.report, evaluated.post_report
     return TrainResult(run_dir, report, post, result.best_epoch, result.last_f1, result.stopped_early,
                        evaluated)
@@ -117,15 +120,17 @@ def load_run_model(run_dir: str | Path) -> tuple[torch.nn.Module, Config, dict, 
 
 
 def evaluate_run(run_dir: str | Path, store_path: str | Path | None = None,
-                 split: str = "val", weights: str = "checkpoint") -> EvalResult:
+                 split: str = "val", weights: str = "checkpoint",
+                 cache: TemporalCache | None = None) -> EvalResult:
     """Evaluate a run on every annotated frame of its validation videos (those of its own
     split) and write ``RUN_DIR/eval/`` (primary rank). ``weights="last"`` scores the last
     epoch's weights (from ``train_state.pt``) instead of the kept checkpoint, into
-    ``RUN_DIR/eval_last/``."""
+    ``RUN_DIR/eval_last/``. ``cache``: embeddings already loaded from the store (training's),
+    used instead of loading the store again when it holds the videos."""
     run_dir = Path(run_dir)
     model, cfg, info, meta = load_run_model(run_dir)
     if weights == "last":
-        state = torch.load(run_dir / "train_state.pt", map_location="cpu", weights_only=True)
+        state = load_train_state(run_dir / "train_state.pt")
         model.load_state_dict(state["model"])
         meta = {**meta, "epoch": int(state["epoch"])}
     dist, device = setup_rank(cfg, quiet=False)
@@ -139,24 +144,27 @@ def evaluate_run(run_dir: str | Path, store_path: str | Path | None = None,
     names = info.get(f"{split}_videos") or []
     if not names:
         raise UsageError(f"{run_dir}: the run has no {split} videos to evaluate")
-    missing = [v for v in names if not store.is_complete(v)]
-    if missing:
-        raise UsageError(f"{store.path}: {len(missing)} {split} video(s) of the run are missing "
-                         f"from the store: {', '.join(missing[:10])}")
-    loaded = store.load(names)
-    cache = TemporalCache.from_store(loaded, device if cfg.stage2.data.preload == "device" else "cpu")
+    if cache is not None and set(names) <= set(cache.videos):
+        view = cache.subset_names(names)
+    else:
+        missing = [v for v in names if not store.is_complete(v)]
+        if missing:
+            raise UsageError(f"{store.path}: {len(missing)} {split} video(s) of the run are missing "
+                             f"from the store: {', '.join(missing[:10])}")
+        view = store.check_finite(load_cache(store, store.index(names), cfg.stage2.data, device),
+                                  cfg.stage2.data.bad_frames).subset_names(names)
     rule = decision_rule(cfg.stage2.model)
-    res = evaluate(model.to(device), cache, cfg.stage2.data.clip_len, eval_stride(cfg), cfg.stage2.post,
+    res = evaluate(model.to(device), view, cfg.stage2.data.clip_len, eval_stride(cfg), cfg.stage2.post,
                    rule=rule)
     if distributed.is_primary():
-        write_eval(run_dir / ("eval" if weights == "checkpoint" else "eval_last"), res, loaded, cfg,
+        write_eval(run_dir / ("eval" if weights == "checkpoint" else "eval_last"), res, view, cfg,
                    title=f"{split}: macro-F1 {100 * res.report.macro_f1:.2f} (epoch {meta.get('epoch')})",
                    extra={"split": split, "checkpoint_epoch": meta.get("epoch"), "decision_rule": rule,
                           "videos": len(names), "frames_scored": int(res.report.support.sum())})
     return res
 
 
-def write_eval(out: Path, res: EvalResult, loaded: LoadedStore, cfg: Config, title: str,
+def write_eval(out: Path, res: EvalResult, cache: TemporalCache, cfg: Config, title: str,
                extra: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     report = res.report
@@ -176,10 +184,11 @@ def write_eval(out: Path, res: EvalResult, loaded: LoadedStore, cfg: Config, tit
     write_text(out / "f1.md", md)
     write_json(out / "f1.json", info)
     plot_confusion(report.confusion, out / "confusion.png", title=title)
-    frames = np.concatenate([np.arange(1, n + 1) for n in loaded.lengths()])
-    videos = np.repeat(np.asarray(loaded.videos, dtype=object), loaded.lengths())
-    df = pd.DataFrame({"video": videos, "frame": frames.astype(np.int32), "label": loaded.label,
-                       "face": loaded.face, "pred": decide(res.probs, res.rule).astype(np.int8)})
+    frames = np.concatenate([np.arange(1, n + 1) for n in cache.lengths()])
+    videos = np.repeat(np.asarray(cache.videos, dtype=object), cache.lengths())
+    df = pd.DataFrame({"video": videos, "frame": frames.astype(np.int32),
+                       "label": cache.view_labels().astype(np.int8), "face": cache.view_face(),
+                       "pred": decide(res.probs, res.rule).astype(np.int8)})
     if res.post_probs is not None:
         df["pred_post"] = decide(res.post_probs, res.rule).astype(np.int8)
     for k, c in enumerate(CLASSES):

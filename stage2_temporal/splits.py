@@ -18,7 +18,7 @@ import re
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.store import LoadedStore
+from pipeline.store import LoadedStore, StoreIndex
 
 
 def raw_name(video: str) -> str:
@@ -68,7 +68,7 @@ def random_split(videos: list[str], lengths: list[int], draw: int, val_ratio: fl
             [videos[i] for i in sorted(val_set)])
 
 
-def select_split(loaded: LoadedStore, cfg: Config) -> tuple[list[int], list[int], list[int]]:
+def select_split(loaded: StoreIndex | LoadedStore, cfg: Config) -> tuple[list[int], list[int], list[int]]:
     """(train, val, selection) indices into the loaded store for ``stage2.data``; selection is
     empty unless ``select_ratio`` > 0 (then it is carved out of the training videos)."""
     d = cfg.stage2.data

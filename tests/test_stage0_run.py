@@ -1,5 +1,6 @@
 """Stage 0 on real videos through the CLI: detection rates, main-face identity between cuts,
 bad inputs, SIGKILL + resume, sharding, Aff-Wild2 re-detection, parallel backends."""
+import json
 import os
 import shutil
 import signal
@@ -277,6 +278,10 @@ def test_shards_are_disjoint_and_merge_to_the_whole(tmp_path, serial_pair):
     assert set(a.video).isdisjoint(set(b.video))
     assert set(a.video) | set(b.video) == {"d0", "d19"}
     assert not (out / "manifest.parquet").exists()
+    for k in (1, 2):     # each shard keeps its own run record (command line, config, git SHA)
+        rec = json.loads((out / "shards" / f"{k}-of-2" / "run.json").read_text())
+        assert rec["argv"][rec["argv"].index("--shard") + 1] == f"{k}/2"
+        assert (out / "shards" / f"{k}-of-2" / "config.yaml").is_file()
     assert stage0("merge", "--out", out).returncode == 0
     assert (out / "manifest.parquet").read_bytes() == (serial_pair / "manifest.parquet").read_bytes()
     bad = stage0("run", "--videos", *PAIR, "--out", out, "--shard", "3/2")

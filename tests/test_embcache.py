@@ -1,0 +1,122 @@
+"""Consolidated copies of a store (pipeline/embcache.py): the file format, the persistent mmap
+cache (written once, reused, rebuilt when the store changed), one shared copy per node for the
+local DDP ranks, and the /dev/shm-too-small fallback; train/val are index views, not copies."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import embcache
+from pipeline.distributed import free_port
+from pipeline.store import EmbeddingStore
+from stage2_temporal.data import TemporalCache, gather_clips
+from tests.conftest import ROOT, make_store
+
+
+def test_consolidated_copy_maps_exactly_the_store(tmp_path):
+    store = EmbeddingStore.open(make_store(tmp_path / "store"))
+    index = store.index(["v03", "v00", "v07"])              # any subset, in any order
+    path = embcache.write_consolidated(store, index, tmp_path / "copy", fingerprint="abc")
+    got = embcache.open_consolidated(path)
+    ref = store.load(["v03", "v00", "v07"])
+    assert got.videos == ref.videos and list(got.offsets) == list(ref.offsets)
+    for k in ("emb", "label", "face"):
+        assert isinstance(getattr(got, k), np.memmap)
+        np.testing.assert_array_equal(getattr(got, k), getattr(ref, k))
+    assert got.attrs == ref.attrs and got.encoder_key == "synthkey"
+    sizes = {p.name: p.stat().st_size for p in path.iterdir()}
+    assert sizes["emb.f16"] == index.frames * store.dim * 2 and sizes["label.i8"] == index.frames
+    assert not list(tmp_path.glob(".copy.tmp-*"))             # written under a temporary name
+    (path / "label.i8").write_bytes(b"short")
+    with pytest.raises(Exception, match="damaged cache"):
+        embcache.open_consolidated(path)
+
+
+def test_disk_cache_is_written_once_reused_and_rebuilt_when_the_store_changes(tmp_path, caplog):
+    store = EmbeddingStore.open(make_store(tmp_path / "store"))
+    cache_dir = tmp_path / "cache"
+    caplog.set_level(logging.INFO, logger="pipeline.embcache")
+    first = embcache.disk_cache(store, cache_dir)
+    (built,) = [p for p in cache_dir.iterdir()]
+    assert built.name.startswith("synthkey-") and "writing the consolidated cache" in caplog.text
+    inode = (built / "emb.f16").stat().st_ino
+    caplog.clear()
+    again = embcache.disk_cache(EmbeddingStore.open(tmp_path / "store"), cache_dir)
+    assert (built / "emb.f16").stat().st_ino == inode                # reused, not rewritten
+    assert "memory-mapped from the cache" in caplog.text and "writing" not in caplog.text
+    np.testing.assert_array_equal(first.emb, again.emb)
+    # the store changes: one video rewritten with other embeddings
+    rec = store.read_video("v02")
+    store.write_video("v02", (rec.emb + 1).astype(np.float16), rec.label, rec.face, {"split": "train"})
+    caplog.clear()
+    fresh = embcache.disk_cache(EmbeddingStore.open(tmp_path / "store"), cache_dir)
+    assert "changed since its cache" in caplog.text and built.name in caplog.text
+    (rebuilt,) = [p for p in cache_dir.iterdir()]
+    assert rebuilt != built                                           # the stale copy is gone
+    i = fresh.index("v02")
+    np.testing.assert_array_equal(fresh.emb[fresh.offsets[i]:fresh.offsets[i + 1]],
+                                  (rec.emb + 1).astype(np.float16))
+
+
+def test_splits_are_index_views_of_one_array(tmp_path):
+    loaded = EmbeddingStore.open(make_store(tmp_path / "store")).load()
+    cache = TemporalCache.from_store(loaded)
+    assert cache.emb.data_ptr() == loaded.emb.ctypes.data             # no copy when wrapped
+    val = cache.subset([7, 2])
+    assert val.emb.data_ptr() == cache.emb.data_ptr() and val.videos == ["v07", "v02"]
+    assert list(val.offsets) == [0, loaded.lengths()[7], loaded.lengths()[7] + loaded.lengths()[2]]
+    s = int(loaded.offsets[2])                                        # clip from v02's frame 5
+    batch = gather_clips(val, torch.tensor([s + 5]), torch.tensor([10]), 10)
+    torch.testing.assert_close(batch.x[0], torch.from_numpy(loaded.emb[s + 5:s + 15]).float())
+    np.testing.assert_array_equal(val.view_labels()[: loaded.lengths()[7]],
+                                  loaded.label[loaded.offsets[7]:loaded.offsets[8]])
+    assert val.locate(s + 5) == (1, 5)
+
+
+def _probe(tmp_path, *extra):
+    store = make_store(tmp_path / "store")
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
+    shm = base / f"fer-test-{uuid.uuid4().hex[:8]}"
+    shm.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    try:
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            "--nproc_per_node=2", str(ROOT / "tests" / "rank_probe.py"), str(store),
+                            str(shm), str(out), *extra], capture_output=True, text=True, timeout=300,
+                           env={**__import__("os").environ, "MASTER_PORT": str(free_port())})
+        assert r.returncode == 0, r.stderr[-3000:]
+        return shm, [json.loads((out / f"rank{k}.json").read_text()) for k in (0, 1)], r
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_local_ranks_map_one_shared_file_not_two_copies(tmp_path):
+    shm, ranks, _ = _probe(tmp_path)
+    a, b = (r["mapping"] for r in ranks)
+    # both ranks' arrays are the same file (same inode) in the shm dir, unlinked once mapped
+    assert a["inode"] == b["inode"] != 0
+    assert a["path"].startswith(str(shm)) and a["path"].endswith("emb.f16 (deleted)")
+    assert all(r["equal"] and r["memmap"] and r["tensor_shares_array"] for r in ranks)
+    assert ranks[0]["shm_left"] == [] and ranks[1]["shm_left"] == []
+
+
+@pytest.mark.slow
+def test_shm_too_small_says_the_size_needed_and_each_rank_loads_its_own(tmp_path):
+    _, ranks, r = _probe(tmp_path, "--tiny-shm")
+    warnings = [ln for ln in r.stderr.splitlines() if "shared copy of the embeddings needs" in ln]
+    assert len(warnings) == 1                                        # one line, from the node leader
+    assert "GiB but" in warnings[0] and "stage2.data.preload=mmap" in warnings[0]
+    a, b = (x["mapping"] for x in ranks)
+    assert a["inode"] == 0 and b["inode"] == 0                       # private anonymous memory
+    assert all(x["equal"] and not x["memmap"] for x in ranks)
