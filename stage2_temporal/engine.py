@@ -114,10 +114,10 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
         log.info("resuming %s at epoch %d (best macro-F1 %.4f at epoch %d)", run_dir, start,
                  best_f1, best_epoch)
     net = DistributedDataParallel(model) if dist.enabled else model
-    log.info("stage2: %d train videos (%d frames), %d val videos; %d clips/epoch of %d frames "
+    log.info("stage2: %d train videos (%d frames), %d val videos; %d clips/epoch of %d frames"
              "%s, %d epochs, aug %s, V-NAW %s (target %s), head %s", len(train.videos),
              int(train.offsets[-1]), len(val.videos), len(sampler.clips()[0]) * dist.world_size,
-             s2.data.clip_len, f"on {dist.world_size} ranks" if dist.enabled else "",
+             s2.data.clip_len, f" on {dist.world_size} ranks" if dist.enabled else "",
              s2.train.epochs, "on" if s2.aug.enabled else "off",
              f"on ({s2.naw.form}, w {'with' if s2.grad_through_weight() else 'without'} gradient)"
              if s2.naw.enabled else "off", s2.loss_target(), s2.model.head)
