@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from pathlib import Path
 
 from pipeline.config import Config, load_config
-from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_USAGE, RunFailed, UsageError
+from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_USAGE, RunFailed, UsageError, os_error_line
 
 log = logging.getLogger("fer")
 
@@ -151,6 +152,9 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
     except RunFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INPUTS_FAILED
+    except OSError as e:      # an output location failed where the command had no better word
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -169,6 +173,8 @@ def add_train_args(p: argparse.ArgumentParser, stage: str) -> argparse.ArgumentP
     """The options every training command takes: where the run goes, resuming, local ranks."""
     p.add_argument("--out", metavar="RUN_DIR", help=f"run dir (default artifacts/runs/{stage}/<id>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that holds an earlier run (its files are removed)")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="self-spawn N DDP processes on this machine (or launch with torchrun)")
     return add_config_args(p)
@@ -182,8 +188,13 @@ def launch_training(args: argparse.Namespace, worker, stage: str) -> None:
 
     if args.resume and not args.out:
         raise UsageError("--resume needs --out RUN_DIR")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues the run in --out, --overwrite starts it afresh: "
+                         "give one of them")
     if not args.out:
         args.out = str(default_run_dir(resolve_config(args), stage))
+    if int(os.environ.get("RANK", "0")) == 0:    # torchrun starts every rank here: one checks
+        check_run_dir(args.out, args.resume, args.overwrite)
     try:
         if args.nproc > 1 and not distributed.launched_by_torchrun():
             distributed.spawn(worker, args.nproc, (args,))
@@ -191,6 +202,23 @@ def launch_training(args: argparse.Namespace, worker, stage: str) -> None:
             worker(args)
     finally:
         distributed.cleanup()
+
+
+def check_run_dir(out: str | Path, resume: bool, overwrite: bool) -> None:
+    """Before a training run starts: ``--out`` must not hold an earlier run unless resumed or
+    overwritten (then its files are removed), and must be a writable folder with room for a
+    checkpoint and training state."""
+    from pipeline.outdir import RUN_DIR_BYTES, check_output_dir
+    from pipeline.runs import clear_run_dir, is_run_dir
+
+    out = Path(out)
+    if not resume and is_run_dir(out):
+        if not overwrite:
+            raise UsageError(f"{out} exists (an earlier run); use --resume or a new --out, or "
+                             f"--overwrite")
+        removed = clear_run_dir(out)
+        log.warning("--overwrite: removed the earlier run's %s from %s", ", ".join(removed), out)
+    check_output_dir(out, "--out", RUN_DIR_BYTES, "checkpoint and training state")
 
 
 def launch_ranks(args: argparse.Namespace, worker) -> int:
@@ -214,8 +242,6 @@ def launch_ranks(args: argparse.Namespace, worker) -> int:
 
 
 def _rank_main(worker, args: argparse.Namespace, code) -> None:
-    import os
-
     rc = worker(args)
     if int(os.environ.get("RANK", "0")) == 0:
         code.value = int(rc)

@@ -20,6 +20,8 @@ import numpy as np
 from pipeline.errors import InputError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+# an mp4/mov whose index (moov atom, written at the end unless +faststart) was cut off
+MOOV_MISSING = "truncated or missing its index (moov atom)"
 
 
 @functools.cache
@@ -68,6 +70,8 @@ def _stream_header(path: Path) -> tuple[int, int, float]:
     text = proc.stderr
     line = next((ln for ln in text.splitlines() if re.search(r"Stream #\S+.*: Video:", ln)), None)
     if line is None:
+        if "moov atom not found" in text:
+            raise InputError(path, MOOV_MISSING)
         reason = text.strip().splitlines()[-1] if text.strip() else "ffmpeg could not open it"
         if "At least one output file" in reason:
             reason = "no video stream"

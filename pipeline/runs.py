@@ -43,11 +43,46 @@ def default_run_dir(cfg: Config, stage: str) -> Path:
     return Path(cfg.artifacts_dir) / "runs" / stage / new_run_id()
 
 
-def init_run_dir(run_dir: str | Path, cfg: Config, stage: str) -> Path:
-    """Create the run dir and record how it was produced: resolved config, git SHA, command."""
+# what a training run writes into its run dir (``clear_run_dir`` removes exactly these)
+RUN_FILES = ("config.yaml", "git_sha.txt", "run.json", "stage2.json", "result.json",
+             "metrics.jsonl", "checkpoint.safetensors", "train_state.pt", "learning_curve.png",
+             "stage1_eval.json", "eval", "eval_last", "report")
+
+
+def is_run_dir(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds what a training run writes (so a new run would mix with it)."""
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and any((run_dir / name).exists() for name in RUN_FILES)
+
+
+def clear_run_dir(run_dir: str | Path) -> list[str]:
+    """Remove a previous run's files (``RUN_FILES``) from ``run_dir``; other files stay. Returns
+    the names removed."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    removed = []
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
+def init_run_dir(run_dir: str | Path, cfg: Config, stage: str, fresh: bool = False) -> Path:
+    """Create the run dir and record how it was produced: resolved config, git SHA, command.
+    ``fresh`` (a new training run): first remove what an earlier run left there (metrics,
+    checkpoints, eval/), so the two never mix."""
     import torch
 
     run_dir = Path(run_dir)
+    if fresh:
+        clear_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.yaml", cfg.to_yaml())
     write_text(run_dir / "git_sha.txt", git_sha() + "\n")

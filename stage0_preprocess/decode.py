@@ -5,12 +5,18 @@ rate (a plain rawvideo pipe repeats the first frame of a stream that starts late
 filter reports each decoded frame's timestamp and size on stderr, read by a thread, so every
 frame comes with its own presentation time even on variable-rate video. Rotation metadata is
 applied by ffmpeg (frames arrive upright); frames stream one at a time, never the whole video.
+ffmpeg dies with the thread that started it (Linux ``PR_SET_PDEATHSIG``), and ``kill_decoders``
+stops every live one (a worker whose parent died).
 """
 from __future__ import annotations
 
 import queue
 import re
+import signal
+import subprocess
+import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +25,25 @@ import ffmpeg
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.media import check_readable, ffmpeg_exe
+from pipeline.media import MOOV_MISSING, check_readable, ffmpeg_exe
+
+_live: weakref.WeakSet = weakref.WeakSet()     # running ffmpeg decoders of this process
+
+
+def _die_with_parent() -> None:        # runs in the forked ffmpeg child, before exec
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
+
+
+def kill_decoders() -> None:
+    """Kill every ffmpeg decoder this process started."""
+    for proc in list(_live):
+        try:
+            proc.kill()
+        except OSError:
+            pass
+
 
 _SHOWINFO = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:(-?[\d.e+-]+).*?\bs:(\d+)x(\d+)")
 
@@ -50,18 +74,22 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
     end (a truncated file yields its readable frames first, then the error).
     """
     path = check_readable(path)
-    proc = (
+    cmd = (
         ffmpeg.input(str(path))
         .output("pipe:", format="rawvideo", pix_fmt="bgr24", vf="showinfo",
                 map="0:v:0", fps_mode="passthrough", an=None, sn=None)
         .global_args("-hide_banner", "-nostdin", "-nostats", "-loglevel", "info")
-        .run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
+        .compile(cmd=ffmpeg_exe())
     )
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    _live.add(proc)
     infos: queue.Queue = queue.Queue()
     tail: list[str] = []
     reader = threading.Thread(target=_read_stderr, args=(proc.stderr, infos, tail), daemon=True)
     reader.start()
     index = 0
+    ended = False
     try:
         while True:
             info = infos.get()
@@ -73,9 +101,13 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
                 break
             yield Frame(index, time_s, np.frombuffer(buf, np.uint8).reshape(h, w, 3))
             index += 1
+        ended = True
     finally:
+        if not ended:            # the consumer stopped early: do not leave ffmpeg running
+            proc.kill()
         proc.stdout.close()
         rc = proc.wait()
+        _live.discard(proc)
         reader.join(timeout=5)
     if rc != 0 or index == 0:
         reason = _reason(tail) or ("no decodable video frames" if rc == 0 else f"ffmpeg exit {rc}")
@@ -85,6 +117,8 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
 
 
 def _reason(tail: list[str]) -> str:
+    if any("moov atom not found" in ln for ln in tail):
+        return MOOV_MISSING
     interesting = [ln for ln in tail if re.search(r"error|invalid|corrupt|fail|no such|moov", ln, re.I)]
     line = (interesting or tail or [""])[-1]
     return re.sub(r"^\[[^\]]+\]\s*", "", line).strip()[:160]

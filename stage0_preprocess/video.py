@@ -5,12 +5,17 @@ Per track ``<name>`` the outputs are ``crops/<name>/{k:05d}.jpg``, ``parts/<name
 (manifest rows), ``parts/<name>.detections.parquet``, ``contact_sheets/<name>.png`` and, written
 last, the completion marker ``parts/<name>.done.json``. A track without its marker is redone
 from scratch, so a killed run resumes to the same bytes.
+
+A worker process (``--jobs N``) exits within ``PARENT_POLL_S`` of its parent's death, killing its
+ffmpeg first (``watch_parent``), so a killed command leaves no process writing into ``--out``.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
+import os
 import queue
 import shutil
 import threading
@@ -23,16 +28,18 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Config, DetectorConfig
-from pipeline.errors import InputError
+from pipeline.errors import InputError, os_error_line
 from pipeline.io import write_json, write_parquet
 from pipeline.manifest import empty_rows, normalise
 from pipeline.media import probe_video
 from stage0_preprocess.align import crop_face
 from stage0_preprocess.annotations import parse_expr_annotation
-from stage0_preprocess.decode import iter_frames
+from stage0_preprocess.decode import iter_frames, kill_decoders
 from stage0_preprocess.track import MainFaceTracker, cut_score, thumbnail
 
 log = logging.getLogger(__name__)
+PARENT_POLL_S = 0.25
+_watching: list[int] = []      # the parent this worker process watches (set once)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,21 @@ class TrackOutcome:
     extra: dict = field(default_factory=dict)
 
 
+class OutputFailed(Exception):
+    """Writing into ``--out`` failed (disk full, read-only, permissions): the run stops."""
+
+
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def _is_output_error(e: OSError, out: Path) -> bool:
+    """An OSError of the output location (its errno, or a file under ``out``), not of an input."""
+    if e.errno in _OUTPUT_ERRNOS:
+        return True
+    name = str(e.filename or "")
+    return bool(name) and os.path.abspath(name).startswith(os.path.abspath(out) + os.sep)
+
+
 def marker_path(out: Path, name: str) -> Path:
     return out / "parts" / f"{name}.done.json"
 
@@ -102,27 +124,69 @@ def get_detector(cfg: DetectorConfig):
     return _detector(cfg.model_dump_json())
 
 
+def watch_parent(parent: int) -> None:
+    """In a worker process of ``parent`` (the stage-0 command): once the parent is gone (this
+    process is re-parented), kill this worker's ffmpeg decoders and exit at once, so nothing
+    keeps writing crops or completion markers into ``--out``. A no-op in the parent itself
+    (``--jobs 1``). Dask workers watch their own parent (the nanny)."""
+    if os.getpid() == parent or _watching:
+        return
+    ppid = os.getppid()
+    if ppid == 1 and parent != 1:          # the parent died before this job started
+        kill_decoders()
+        os._exit(1)
+    _watching.append(ppid)
+
+    def watch():
+        while os.getppid() == ppid:
+            time.sleep(PARENT_POLL_S)
+        kill_decoders()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stage0-parent-watch", daemon=True).start()
+
+
 def _prefetch(it, depth: int):
-    """Run an iterator in a thread, ``depth`` items ahead (decode overlaps detection)."""
+    """Run an iterator in a thread, ``depth`` items ahead (decode overlaps detection). When the
+    consumer stops early (an error, a generator closed), the thread stops and closes the
+    iterator, so a decoder's ffmpeg does not stay blocked on a full pipe."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     sentinel = object()
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def work():
         try:
             for item in it:
-                q.put(item)
+                if not put(item):
+                    break
         except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            q.put(e)
-        q.put(sentinel)
+            put(e)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        put(sentinel)
 
     threading.Thread(target=work, daemon=True).start()
-    while True:
-        item = q.get()
-        if item is sentinel:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    try:
+        while True:
+            item = q.get()
+            if item is sentinel:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
 
 
 def _batches(frames, size: int):
@@ -202,15 +266,28 @@ def _load_labels(track: Track, n_frames: int) -> np.ndarray:
     return labels
 
 
-def process_video(job: VideoJob, out: Path, cfg: Config) -> list[TrackOutcome]:
+def process_video(job: VideoJob, out: Path, cfg: Config, parent: int | None = None) -> list[TrackOutcome]:
     """Run stage 0 on one raw video for all of its tracks. Never raises for a bad input: the
-    outcome says what failed."""
+    outcome says what failed. ``parent``: the pid of the command that dispatched it (a worker
+    exits when that process dies, ``watch_parent``)."""
+    if parent is not None:
+        watch_parent(parent)
     t0 = time.time()
     video = Path(job.path).name
     try:
         return _process(job, out, cfg, t0)
     except InputError as e:
         msg = str(e)
+    except OSError as e:
+        if not _is_output_error(e, out):
+            msg = f"{job.path}: {os_error_line(e)}"
+        else:                   # the output location failed: stop the run, not just this video
+            for t in job.tracks:
+                try:
+                    clear_track(out, t.name)
+                except OSError:
+                    pass
+            raise OutputFailed(f"{os_error_line(e)} (while writing {video})") from None
     except Exception as e:  # noqa: BLE001 - one broken video must not stop the batch
         log.debug("stage0 failure on %s", job.path, exc_info=True)
         msg = f"{job.path}: {type(e).__name__}: {e}"

@@ -89,7 +89,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False):
             raise UsageError(f"{run_dir}: not a stage-1 run to resume")
         cfg = load_config([run_dir / "config.yaml"], base=None)
     elif dist.primary:
-        init_run_dir(run_dir, cfg, "stage1")
+        init_run_dir(run_dir, cfg, "stage1", fresh=True)
     distributed.barrier()
     result = pretrain(cfg, run_dir, device, resume=resume)
     if dist.primary:

@@ -16,8 +16,9 @@ import argparse
 import logging
 
 from pipeline import distributed
-from pipeline.cliutil import add_config_args, add_train_args, launch_training, resolve_config, summary
-from pipeline.errors import EXIT_OK, RunFailed, UsageError
+from pipeline.cliutil import (add_config_args, add_train_args, launch_ranks, launch_training,
+                              resolve_config, summary)
+from pipeline.errors import EXIT_OK, RunFailed, UsageError, os_error_line, output_failure
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr = add_train_args(s2.add_parser("train", help="train on the store's train split, "
                                                     "evaluate on its val split"), "stage2")
     tr.add_argument("--store", metavar="DIR", help="embedding store (not needed with --resume)")
+    tr.add_argument("--allow-partial", action="store_true",
+                    help="train on the complete videos of a store that has incomplete ones "
+                         "(default: list them and stop)")
     tr.set_defaults(handler=train_command)
     ev = add_config_args(s2.add_parser("eval", help="evaluate a run on every annotated val frame"))
     ev.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR",
                     help="stage-2 run (spell it --run-dir under torchrun, which claims --run)")
     ev.add_argument("--store", metavar="DIR", help="store (default: the one the run trained on)")
+    ev.add_argument("--nproc", type=int, default=1, metavar="N",
+                    help="self-spawn N ranks on this machine, each scoring its share of the "
+                         "videos (or launch with torchrun)")
     ev.set_defaults(handler=eval_command)
     kf = add_config_args(s2.add_parser("kfold", help="official split + K folds: a Table-1-shaped "
                                                      "F1 report"))
@@ -74,9 +81,13 @@ def _train_worker(args: argparse.Namespace) -> None:
 
     cfg = resolve_config(args)
     try:
-        res = train(args.store, args.out, cfg, resume=args.resume)
+        res = train(args.store, args.out, cfg, resume=args.resume, allow_partial=args.allow_partial)
     except NonFiniteLoss as e:
         raise RunFailed(f"stage2 train stopped: {e}{kept_checkpoint(args.out)}") from None
+    except OSError as e:     # disk full, read-only: the last good epoch stays resumable
+        kept = kept_checkpoint(args.out)
+        raise output_failure(f"stage2 train stopped: {os_error_line(e)}{kept}"
+                             f"{' (--resume continues from it)' if kept else ''}", bool(kept)) from None
     if not distributed.is_primary():
         return
     if res.report is not None:
@@ -97,14 +108,26 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pipeline.outdir import check_output_dir
+
+    if (Path(args.run) / "stage2.json").is_file():
+        check_output_dir(args.run, "--run", 1 << 20, "evaluation")
+    return launch_ranks(args, _eval_worker)
+
+
+def _eval_worker(args: argparse.Namespace) -> int:
     from stage2_temporal.api import evaluate_run
 
     resolve_config(args)
     res = evaluate_run(args.run, args.store)
     if distributed.is_primary():
         _report_lines(res)
+        ranks = distributed.info().world_size
         summary(f"stage2 eval: macro-F1 {100 * res.report.macro_f1:.2f} over "
-                f"{int(res.report.support.sum())} annotated frames -> {args.run}/eval")
+                f"{int(res.report.support.sum())} annotated frames"
+                f"{f' on {ranks} ranks' if ranks > 1 else ''} -> {args.run}/eval")
     distributed.cleanup()
     return EXIT_OK
 

@@ -146,3 +146,157 @@ def test_defect5_a_checkpoint_that_is_not_safetensors_is_one_line(tmp_path, caps
                             capsys=capsys)
     assert rc == 2
     assert_one_line(err, "x.safetensors: not a readable safetensors file")
+
+
+def _poisoned_store(path: Path, video: str, rows: slice, n_train=4, n_val=2) -> Path:
+    """A small store whose ``video`` has NaN / Inf embedding rows ``rows``."""
+    make_store(path, n_train=n_train, n_val=n_val)
+    store = EmbeddingStore.open(path, mode="a")
+    rec = store.read_video(video)
+    reps = -(-260 // len(rec.label))                         # at least 260 frames long
+    emb, label, face = (np.concatenate([a] * reps) for a in (rec.emb, rec.label, rec.face))
+    emb[rows] = np.nan
+    emb[rows.start, 0] = np.inf
+    store.write_video(video, emb, label, face, rec.attrs)
+    return path
+
+
+def test_defect1_nan_in_a_validation_video_is_named_at_load_not_scored(tmp_path, capsys):
+    """Issue 15, defect 1: NaN rows in a validation video were scored as Neutral and an F1
+    reported with rc 0. Now the load names the video and its frames (exit 2), or masks them
+    as no-face frames with stage2.data.bad_frames=mask (a warning counting them)."""
+    store = _poisoned_store(tmp_path / "store", "v05", slice(10, 220))   # 210 rows of a val video
+    rc, out, err = run_inproc("stage2", "train", "--store", store, "--out", tmp_path / "run",
+                              *SMALL_S2, "stage2.train.epochs=1", capsys=capsys)
+    assert rc == 2 and out == ""
+    assert_one_line(err, "210 frame(s) with non-finite embeddings", "v05 frames 11-220",
+                    "stage2.data.bad_frames=mask")
+    assert not (tmp_path / "run" / "eval").exists()
+    rc, out, err = run_inproc("stage2", "train", "--store", store, "--out", tmp_path / "masked",
+                              *SMALL_S2, "stage2.train.epochs=1", "stage2.data.bad_frames=mask",
+                              capsys=capsys)
+    assert rc == 0, err[-2000:]
+    assert "210 frame(s) with non-finite embeddings treated as no-face frames (v05 frames 11-220)" in err
+    pred = __import__("pandas").read_parquet(tmp_path / "masked" / "eval" / "predictions.parquet")
+    v05 = pred[pred.video == "v05"]
+    assert not v05.face.iloc[10:220].any()
+    assert np.isfinite(v05[[c for c in pred.columns if c.startswith("p_")]].to_numpy()).all()
+    # the run trained on a clean store, evaluated on a store poisoned later: the same line
+    clean = make_store(tmp_path / "clean", n_train=4, n_val=2)
+    rc, _, _ = run_inproc("stage2", "train", "--store", clean, "--out", tmp_path / "r2", *SMALL_S2,
+                          "stage2.train.epochs=1", capsys=capsys)
+    assert rc == 0
+    rc, _, err = run_inproc("stage2", "eval", "--run", tmp_path / "r2", "--store", store, capsys=capsys)
+    assert rc == 2
+    assert_one_line(err, "v05 frames 11-220")
+    rc, _, err = run_inproc("inspect", store, "--out", tmp_path / "insp", capsys=capsys)
+    assert rc == 2
+    assert_one_line(err, "v05 frames 11-220")
+
+
+def test_defect1_nan_in_a_training_video_names_that_video(tmp_path, capsys):
+    """The stop message named the first clips of the batch, not the video holding the NaN."""
+    store = _poisoned_store(tmp_path / "store", "v02", slice(5, 9))
+    rc, _, err = run_inproc("stage2", "train", "--store", store, "--out", tmp_path / "run",
+                            *SMALL_S2, "stage2.train.epochs=1", capsys=capsys)
+    assert rc == 2
+    line = assert_one_line(err, "4 frame(s)", "1 video(s): v02 frames 6-9")
+    assert "v00" not in line and "v01" not in line
+
+
+def _store_with_partial_video(path: Path) -> Path:
+    make_store(path, n_train=4, n_val=2)
+    store = EmbeddingStore.open(path, mode="a")
+    g = store.root["videos"].create_group("v09")            # a writer killed mid-write (old layout)
+    g.create_array("emb", data=np.zeros((30, store.dim), np.float16))
+    store.expect_videos(["v10"])                             # listed by a writer, never written
+    return path
+
+
+def test_defect8_stage2_and_inspect_refuse_a_partial_store_unless_allowed(tmp_path, capsys):
+    """Issue 15, defect 8: groups without a completion marker were skipped in silence."""
+    store = _store_with_partial_video(tmp_path / "store")
+    rc, _, err = run_inproc("stage2", "train", "--store", store, "--out", tmp_path / "run",
+                            *SMALL_S2, "stage2.train.epochs=1", capsys=capsys)
+    assert rc == 2
+    assert_one_line(err, "2 video(s) incomplete", "(v09, v10)", "--allow-partial", "6 complete")
+    rc, _, err = run_inproc("stage2", "train", "--store", store, "--out", tmp_path / "run",
+                            "--allow-partial", *SMALL_S2, "stage2.train.epochs=1", capsys=capsys)
+    assert rc == 0, err[-2000:]
+    assert "leaving out 2 incomplete video(s) (v09, v10); using the 6 complete one(s)" in err
+    info = json.loads((tmp_path / "run" / "stage2.json").read_text())
+    assert "v09" not in info["train_videos"] + info["val_videos"]
+    rc, _, err = run_inproc("inspect", store, "--out", tmp_path / "i", capsys=capsys)
+    assert rc == 2
+    assert_one_line(err, "2 video(s) incomplete")
+    rc, out, err = run_inproc("inspect", store, "--out", tmp_path / "i", "--allow-partial",
+                              capsys=capsys)
+    assert rc == 0 and "inspect: 6 videos" in out and "leaving out 2" in err
+
+
+def test_defect7_training_into_an_existing_run_needs_resume_or_overwrite(tmp_path, capsys):
+    """Issue 15, defect 7: a new run appended its metrics to the old run's and kept its eval/."""
+    store = make_store(tmp_path / "store", n_train=3, n_val=1)
+    run = tmp_path / "run"
+    rc, _, _ = run_inproc("stage2", "train", "--store", store, "--out", run, *SMALL_S2,
+                          "stage2.train.epochs=2", capsys=capsys)
+    assert rc == 0
+    before = (run / "metrics.jsonl").read_text()
+    (run / "eval" / "stale.txt").write_text("from the old run")
+    (run / "notes.txt").write_text("mine")
+    rc, _, err = run_inproc("stage2", "train", "--store", store, "--out", run, *SMALL_S2,
+                            "stage2.train.epochs=1", capsys=capsys)
+    assert rc == 2
+    assert_one_line(err, f"{run} exists", "--resume", "--overwrite")
+    assert (run / "metrics.jsonl").read_text() == before
+    rc, _, err = run_inproc("stage2", "train", "--store", store, "--out", run, "--overwrite",
+                            *SMALL_S2, "stage2.train.epochs=1", capsys=capsys)
+    assert rc == 0, err[-2000:]
+    epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [0]
+    assert not (run / "eval" / "stale.txt").exists() and (run / "eval" / "f1.json").is_file()
+    assert (run / "notes.txt").read_text() == "mine"          # not a run file: kept
+    rc, _, err = run_inproc("stage2", "train", "--out", run, "--resume", "--overwrite", capsys=capsys)
+    assert rc == 2 and "give one of them" in err
+
+
+def test_defect4_bad_output_locations_are_one_line_and_exit_2(tmp_path, capsys, affwild2_tree):
+    """Issue 15, defect 4: /proc paths, files given as folders were 17-90-line tracebacks."""
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"\0" * 100)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    store = make_store(tmp_path / "store", n_train=2, n_val=1)
+    cases = [
+        (["stage0", "run", "--videos", video, "--out", "/proc/fer-x"], "--out /proc/fer-x: cannot be created"),
+        (["stage0", "run", "--videos", video, "--out", a_file], "is a file, not a folder"),
+        (["stage0", "run", "--videos", video, "--out", a_file / "sub"], f"cannot be created, {a_file} is a file"),
+        (["stage0", "ingest", "--affwild2", affwild2_tree, "--out", a_file], "is a file, not a folder"),
+        (["stage0", "ingest", "--affwild2", affwild2_tree, "--out", "/proc/fer-x"], "cannot be created"),
+        (["stage1", "embed", "--manifest", _tiny_manifest(tmp_path / "m.parquet"), "--store", a_file,
+          *TINY_SWIN], "--store"),
+        (["stage2", "train", "--store", store, "--out", a_file, *SMALL_S2], "is a file, not a folder"),
+    ]
+    for argv, needle in cases:
+        rc, _, err = run_inproc(*argv, capsys=capsys)
+        assert rc == 2, (argv, err[-2000:])
+        assert_one_line(err, needle)
+    assert a_file.read_text() == "x"
+
+
+def test_a_truncated_mp4_without_its_index_says_so(tmp_path, capsys):
+    """Also fix: a truncated mp4 whose moov atom (at the end) is gone was 'not a readable video'."""
+    from pipeline.media import ffmpeg_exe
+
+    full = tmp_path / "full.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10",
+                    "-t", "2", "-c:v", "mpeg4", str(full)], check=True)
+    data = full.read_bytes()
+    assert data.find(b"moov") > len(data) // 2                # index at the end (no faststart)
+    cut = tmp_path / "videos" / "cut.mp4"
+    cut.parent.mkdir()
+    cut.write_bytes(data[: len(data) // 2])
+    rc, _, _ = run_inproc("stage0", "run", "--videos", cut, "--out", tmp_path / "s0", capsys=capsys)
+    assert rc == 1
+    summary = __import__("pandas").read_csv(tmp_path / "s0" / "summary.csv")
+    assert summary.error.iloc[0] == f"{cut}: truncated or missing its index (moov atom)"

@@ -149,12 +149,14 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(store, tmp_path
     with pytest.raises(E.NonFiniteLoss, match=r"non-finite loss at epoch \d+, step \d+ \(batch \d+: v\d\d frames"):
         train(store, tmp_path / "run", cfg)
     assert (tmp_path / "run" / "checkpoint.safetensors").is_file()   # the last good epoch's
-    # through the CLI: an inf embedding poisons every batch -> exit 1, one clear line
+    # through the CLI: an inf embedding is found when the store loads (issue 15) -> exit 2, one
+    # line naming the video and its frames, before any training
     bad = EmbeddingStore.create_or_open(tmp_path / "bad", "k", {}, 4)
     bad.write_video("a", np.full((50, 4), np.inf, np.float16), np.zeros(50, np.int8),
                     np.ones(50, bool), {"split": "train"})
     r = cli("stage2", "train", "--store", tmp_path / "bad", "--out", tmp_path / "badrun", *SMALL)
-    assert r.returncode == 1 and "error: stage2 train stopped: non-finite loss at epoch 0" in r.stderr
+    assert r.returncode == 2 and "50 frame(s) with non-finite embeddings (NaN/Inf) in 1 video(s): " \
+        "a frames 1-50" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bad_stores_and_runs(store, tmp_path, trained):

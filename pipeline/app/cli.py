@@ -115,6 +115,9 @@ def _register_inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crops", metavar="DIR",
                    help="crop folder laid out as DIR/<video>/<k:05d>.jpg (instead of a manifest)")
     p.add_argument("--export-h5", metavar="FILE", help="write the store as one HDF5 file")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="inspect the complete videos of a store that has incomplete ones "
+                   "(default: list them and stop)")
     add_config_args(p)
     p.set_defaults(handler=_later("pipeline.app.commands.inspect", "inspect_command"))
 

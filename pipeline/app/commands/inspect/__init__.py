@@ -61,7 +61,8 @@ def inspect_command(args: argparse.Namespace) -> int:
         raise UsageError("--method umap: the umap package is not installed (use --method pca)")
     store_path = Path(args.store)
     store = EmbeddingStore.open(store_path)
-    data = store.load()
+    store.require_complete(args.allow_partial)      # incomplete videos: error, or left out
+    data = store.check_finite(store.load(), cfg.stage2.data.bad_frames)   # NaN/Inf rows
     query = parse_query(args.neighbours, data) if args.neighbours else None
     if args.exclude_query_video:
         if query is None:
