@@ -1,5 +1,6 @@
 """Benchmark plumbing: timing, machine description, JSON rows
-``{figure, measured, target, unit, lower_is_better, machine}`` merged into bench/results.json."""
+``{figure, measured, target, unit, lower_is_better, machine, load}`` merged into
+bench/results.json."""
 from __future__ import annotations
 
 import json
@@ -35,9 +36,17 @@ def timeit(fn, repeat: int = 5, warmup: int = 1) -> float:
 
 
 def row(figure: str, measured: float, unit: str, target: float | None = None,
-        lower_is_better: bool = False, **extra) -> dict:
-    return {"figure": figure, "measured": round(float(measured), 4), "target": target, "unit": unit,
-            "lower_is_better": lower_is_better, "machine": machine(), **extra}
+        lower_is_better: bool = False, timing: bool = True, **extra) -> dict:
+    """One figure; ``load`` is the 1-min load average now (``bench.run_all`` replaces it by the
+    load around the whole suite and marks the row invalid above cores + 0.5). ``timing=False``
+    for a figure other work on the machine cannot change (bytes, FLOPs, memory, F1, a
+    partition): it stays valid under load (``load_independent``)."""
+    out = {"figure": figure, "measured": round(float(measured), 4), "target": target, "unit": unit,
+           "lower_is_better": lower_is_better, "machine": machine(),
+           "load": round(os.getloadavg()[0], 2), **extra}
+    if not timing:
+        out["load_independent"] = True
+    return out
 
 
 def write_rows(rows: list[dict], out: Path | None = None, results: Path = RESULTS) -> None:

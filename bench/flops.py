@@ -64,11 +64,12 @@ def main(argv=None) -> list[dict]:
     for name, overrides in (("default", []), ("tiny", TINY)):
         flops, model, size = encoder_flops(overrides)
         rows.append(row(f"flops: stage1 {name} encoder forward ({model}, {size} px), GFLOP/frame",
-                        flops / 1e9, "GFLOP/frame", lower_is_better=True, model=model, img_size=size))
+                        flops / 1e9, "GFLOP/frame", lower_is_better=True, timing=False, model=model,
+                        img_size=size))
     for name, overrides in (("default", []), ("small (bench.scale_store)", SMALL[:4])):
         flops, clip_len = temporal_flops(overrides)
         rows.append(row(f"flops: stage2 {name} temporal model train step, MFLOP/frame",
-                        flops / 1e6, "MFLOP/frame", lower_is_better=True, dim=1024,
+                        flops / 1e6, "MFLOP/frame", lower_is_better=True, timing=False, dim=1024,
                         clip_len=clip_len, overrides=" ".join(overrides) or "pipeline.yaml"))
     write_rows(rows, args.out)
     return rows

@@ -9,8 +9,17 @@ ratio, machine).
 
 Suites (module ``bench.<name>``): stage0 (decode/detect/full stage, parallel jobs), stage1 (embed
 throughput), stage2 (cached vs backbone-in-the-loop step, clip assembly, ``--gpu`` epoch), flops
-(work per frame of each model), scale (a 2.8 M x 1024 store: write, load, stage-2 epoch and peak
-RSS). A suite that fails is reported in the table and the exit code is 1; the others still run.
+(work per frame of each model), scale (a 2.8 M x 1024 store: disk / payload, load, stage-2 peak
+PSS / payload at 1 process and 4 local ranks, mmap / RAM epoch, training under a memory cap),
+crops (stage-0 bytes per frame, loader rate), linear_probe (per-frame probe on the demo data's
+store), balance (largest / mean shard frames). A suite that fails is reported in the table and
+the exit code is 1; the others still run.
+
+Load: the 1-minute load average is recorded before and after each suite and sampled every 5 s
+while it runs (``load_before``, ``load_after``, ``load`` = the largest, on every row). A row whose suite ran under a load above
+(cores + 0.5) is marked invalid: its figure is not a measurement of this code (other work shared
+the cores), so it is neither a hit nor a miss of its target. Figures the load cannot change
+(bytes, FLOPs, memory, F1 scores, a partition: rows with ``load_independent``) stay valid.
 """
 from __future__ import annotations
 
@@ -23,14 +32,16 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SHARED_VIDEOS = ROOT.parent / "shared" / "assets" / "videos"
-SUITES = ("stage0", "stage1", "stage2", "flops", "scale")
+SUITES = ("stage0", "stage1", "stage2", "flops", "scale", "crops", "linear_probe", "balance")
 MODULES = {"scale": "bench.scale_store"}
+DEMO_STORES = ROOT / "artifacts" / "demo" / "embeddings"   # `fer-pipeline demo`'s store, if any
 
 # Figures only a CUDA machine produces (``--gpu``); listed as not measured elsewhere.
 GPU_ONLY = {
@@ -53,7 +64,19 @@ def suite_args(name: str, quick: bool, gpu: bool) -> list[str] | None:
     if name == "stage2":
         return (["--skip-base", "--clips", "2", "--clip-len", "32"] if quick else []) + (["--gpu"] if gpu else [])
     if name == "scale":
-        return ["--frames", "20000", "--videos", "20", "--ddp-frames", "10000"] if quick else []
+        return ["--frames", "20000", "--videos", "20", "--ranks", "2"] if quick else []
+    if name == "crops":
+        videos = sorted(SHARED_VIDEOS.glob("*.mp4")) if SHARED_VIDEOS.is_dir() else []
+        if not videos:
+            return None
+        if quick:      # the shortest clip, one crop size
+            return ["--videos", str(min(videos, key=lambda v: v.stat().st_size)), "--sizes", "112"]
+        return ["--videos", str(SHARED_VIDEOS)]
+    if name == "linear_probe":
+        stores = sorted(DEMO_STORES.glob("*/zarr.json"), key=lambda f: f.stat().st_mtime)
+        if stores and not quick:
+            return [str(stores[-1].parent)]
+        return ["--build"] + (["--quick"] if quick else [])     # generated demo data, bundled encoder
     return []
 
 
@@ -64,6 +87,43 @@ def run_child(name: str, results: Path, argv: list[str]) -> None:
     mod = importlib.import_module(MODULES.get(name, f"bench.{name}"))
     mod.write_rows = functools.partial(common.write_rows, results=results)
     mod.main(argv)
+
+
+def busy_limit() -> float:
+    """The 1-min load average above which a measurement is invalid: cores + 0.5."""
+    return (os.cpu_count() or 1) + 0.5
+
+
+def mark_load(rows: list[dict], before: float, after: float, peak: float = 0.0) -> list[dict]:
+    """Every row of a suite gets the load it ran under (the larger of the load before and after
+    the suite and the highest sampled while it ran) and whether that leaves it valid."""
+    load = max(before, after, peak)
+    for r in rows:
+        r.update(load=round(load, 2), load_before=round(before, 2), load_after=round(after, 2),
+                 valid=load <= busy_limit() or bool(r.get("load_independent")))
+    return rows
+
+
+class LoadWatch:
+    """Samples the 1-min load average every ``every`` s in a thread; ``peak`` is the highest."""
+
+    def __init__(self, every: float = 5.0):
+        self.peak, self._every = 0.0, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, os.getloadavg()[0])
+            self._stop.wait(self._every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 def run_suite(name: str, argv: list[str], out_dir: Path) -> tuple[list[dict], float, str | None]:
@@ -98,32 +158,47 @@ def ratio(r: dict) -> float | None:
     return t / m if r.get("lower_is_better") else m / t
 
 
-def markdown(rows: list[dict], runs: dict[str, tuple[float, str | None]], command: str,
-             git_sha: str, load: str = "") -> str:
+def markdown(rows: list[dict], runs: dict[str, tuple], command: str, git_sha: str,
+             load: str = "") -> str:
+    """The results table. ``runs``: suite -> (seconds, error) or (seconds, error, load before,
+    load after)."""
+    invalid = [r for r in rows if r.get("valid") is False]
     lines = [
         "# Benchmark results",
         "",
         f"`{command}` at commit `{git_sha}`, {_dt.date.today().isoformat()}{load}. "
         "Ratio = measured / target (target / measured where lower is better): ≥ 1 meets the target. "
-        "How each figure is measured: the docstring of its `bench/*.py`; what they imply at "
-        "dataset scale: [docs/scaling.md](../docs/scaling.md).",
+        f"Load = the 1-minute load average around the row's suite; above cores + 0.5 "
+        f"({busy_limit():g} here) the row is **invalid** (other work shared the cores: neither a hit "
+        "nor a miss); rows marked n/a are figures the load cannot change. How each figure is measured: the docstring of its `bench/*.py`; what they "
+        "imply at dataset scale: [docs/scaling.md](../docs/scaling.md).",
         "",
-        "| figure | target | measured | unit | ratio | machine |",
-        "|---|---|---|---|---|---|",
     ]
+    if invalid:
+        lines += [f"{len(invalid)} of {len(rows)} rows invalid (measured under load).", ""]
+    lines += ["| figure | target | measured | unit | ratio | load | machine |",
+              "|---|---|---|---|---|---|---|"]
     for r in rows:
         tgt = "—" if r.get("target") is None else f"{'≤' if r['lower_is_better'] else '≥'} {fmt(r['target'])}"
         q = ratio(r)
         rq = "—" if q is None else f"{q:.2f} {'✓' if q >= 1 else '✗'}"
-        lines.append(f"| {r['figure']} | {tgt} | {fmt(r['measured'])} | {r['unit']} | {rq} | {r['machine']} |")
+        if r.get("valid") is False:
+            rq = f"invalid (load {r['load']:.1f} > {busy_limit():g})"
+        ld = "—" if r.get("load") is None else f"{r['load']:.1f}"
+        if r.get("load_independent") and ld != "—":
+            ld += " (n/a)"
+        lines.append(f"| {r['figure']} | {tgt} | {fmt(r['measured'])} | {r['unit']} | {rq} | {ld} | "
+                     f"{r['machine']} |")
     have = {r["figure"] for r in rows}
     for fig, (target, lower, unit) in GPU_ONLY.items():
         if fig not in have:
-            lines.append(f"| {fig} | {'≤' if lower else '≥'} {fmt(target)} | not measured | {unit} | — | "
+            lines.append(f"| {fig} | {'≤' if lower else '≥'} {fmt(target)} | not measured | {unit} | — | — | "
                          "needs a CUDA device: `python -m bench.run_all --gpu` |")
-    lines += ["", "| suite | seconds | status |", "|---|---|---|"]
-    for name, (seconds, error) in runs.items():
-        lines.append(f"| {name} | {seconds:.0f} | {error or 'ok'} |")
+    lines += ["", "| suite | seconds | load before → after | status |", "|---|---|---|---|"]
+    for name, run in runs.items():
+        seconds, error = run[0], run[1]
+        ld = f"{run[2]:.1f} → {run[3]:.1f}" if len(run) > 3 else "—"
+        lines.append(f"| {name} | {seconds:.0f} | {ld} | {error or 'ok'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -155,16 +230,22 @@ def main(argv=None) -> int:
     out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else BENCH)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    runs: dict[str, tuple[float, str | None]] = {}
+    runs: dict[str, tuple] = {}
     load_start = os.getloadavg()[0]
     for name in args.only or SUITES:
         sargs = suite_args(name, args.quick, args.gpu)
         if sargs is None:
             runs[name] = (0.0, f"skipped: no sample videos in {SHARED_VIDEOS}")
             continue
-        got, seconds, error = run_suite(name, sargs, out_dir)
-        rows += got
-        runs[name] = (seconds, error)
+        before = os.getloadavg()[0]
+        with LoadWatch() as watch:
+            got, seconds, error = run_suite(name, sargs, out_dir)
+        after = os.getloadavg()[0]
+        rows += mark_load(got, before, after, watch.peak)
+        runs[name] = (seconds, error, before, after)
+        if max(before, after, watch.peak) > busy_limit():
+            print(f"== {name}: 1-min load {before:.1f} -> {after:.1f} (peak {watch.peak:.1f}) on "
+                  f"{os.cpu_count()} cores: its rows are invalid", flush=True)
     (out_dir / "results.partial.json").unlink(missing_ok=True)
     (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     command = "python -m bench.run_all" + "".join(
@@ -174,7 +255,7 @@ def main(argv=None) -> int:
     load = f" (1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)"
     (out_dir / "results.md").write_text(markdown(rows, runs, command, git_sha(), load))
     print(f"{len(rows)} figures from {len(runs)} suites -> {out_dir / 'results.md'}")
-    return 1 if any(e and not e.startswith("skipped") for _, e in runs.values()) else 0
+    return 1 if any(run[1] and not run[1].startswith("skipped") for run in runs.values()) else 0
 
 
 if __name__ == "__main__":

@@ -1,23 +1,36 @@
-"""Stage 2 at Aff-Wild2 scale on this machine: time and memory over a store of ``--frames``
+"""Stage 2 at Aff-Wild2 scale on this machine: memory, disk and time over a store of ``--frames``
 frames x ``--dim`` (default 2.8 M x 1024, the size of Aff-Wild2's EXPR frames through swin_base).
 
 1. Generate the store (random fp16 around 8 class prototypes, label runs, ~5% no-face and ~5%
    unannotated frames, 3:1 train:val videos), written through ``EmbeddingStore.write_video``
-   so it is the real on-disk format. Reported: write rate, size on disk.
-2. In a fresh process: ``EmbeddingStore.load()`` of the whole store (the step stage 2 starts
-   with). Reported: seconds, peak RSS.
-3. In a fresh process: ``fer-pipeline stage2 train`` for one epoch on CPU with a small temporal
-   model (``SMALL``; the epoch covers every training frame once, then the val split is scored
-   with sliding windows). Reported: epoch seconds (``metrics.jsonl`` ``epoch_s``), wall seconds of
-   the whole command, peak RSS (kernel ``ru_maxrss`` of the process) and its ratio to the store.
-4. ``--ddp-frames M``: the same command on an M-frame store as 1 process and as 2 torchrun
-   ranks. Reported: peak RSS summed over the ranks (sampled every 0.1 s) vs one process.
+   so it is the real on-disk format. Reported: write rate, size on disk / payload (target
+   <= 1.05; payload = fp16 embeddings + int8 labels + face flags).
+2. In a fresh process: ``EmbeddingStore.load()`` of the whole store. Reported: seconds, peak RSS.
+3. ``fer-pipeline stage2 train`` for one epoch on CPU with a small temporal model (``SMALL``; the
+   epoch covers every training frame once, then the val split is scored with sliding windows),
+   ``preload: cpu``, as 1 process and as ``--ranks`` (4) torchrun ranks on this node. Reported:
+   peak memory of the process tree / the fp16 embedding bytes (target <= 1.3 for both), epoch
+   seconds, wall seconds; and the same runs on a store a tenth the size (at most 50,000 frames):
+   the slope between the two, memory per extra embedding byte, is what grows with the store
+   (1.0 per copy of the data; the rest of the peak is the processes' fixed cost: torch, batches,
+   the torchrun agent). Memory = PSS summed over the tree (``/proc/<pid>/smaps_rollup``, so
+   pages shared by the ranks count once), sampled every 0.2 s, with the node's /dev/shm copy
+   counted whole by its tmpfs bytes (``Pss - Pss_Shmem + max(Pss_Shmem, /dev/shm growth)``):
+   pages of it no rank has touched yet are memory too.
+4. The same 1-process command with ``preload: mmap`` (first the consolidated cache is written,
+   timed; then a second run reuses it). Reported: epoch seconds mmap / RAM (store in the page
+   cache), cache write seconds.
+5. ``preload: mmap`` inside a memory cgroup capped at half the embedding bytes (cgroup v2
+   ``memory.max`` or v1 ``memory.limit_in_bytes``, made under this process's own cgroup; where no
+   cgroup can be made, the cap is checked on the sampled anonymous + shmem PSS instead).
+   Reported: completed under the cap (1 / 0, target >= 1), peak RSS, cgroup peak usage, epoch
+   seconds. Skipped when the store is smaller than the smallest useful cap (1.5 GiB).
 
-    python -m bench.scale_store [--frames 2800000] [--videos 550] [--dim 1024] [--ddp-frames 500000]
+    python -m bench.scale_store [--frames 2800000] [--videos 550] [--dim 1024] [--ranks 4]
                                 [--dir DIR] [--keep]
 
-The generated stores are deleted at the end unless ``--keep``. Writes bench/scale_store.json and
-merges into bench/results.json.
+The generated store and caches are deleted at the end unless ``--keep``. Writes
+bench/scale_store.json and merges into bench/results.json.
 """
 from __future__ import annotations
 
@@ -74,7 +87,7 @@ def generate(path: Path, frames: int, videos: int, dim: int, seed: int = 0) -> d
         t_write += time.perf_counter() - t
     disk = sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
     return {"write_s": t_write, "disk_bytes": disk, "emb_bytes": frames * dim * 2,
-            "videos": videos, "val_videos": len(val)}
+            "payload_bytes": frames * (dim * 2 + 2), "videos": videos, "val_videos": len(val)}
 
 
 @dataclass
@@ -85,16 +98,79 @@ class Measured:
     tree_peak: int     # bytes, highest sampled RSS sum over the process and its descendants
     stdout: str
     stderr: str
+    pss_peak: int = 0       # bytes, highest sampled memory of the tree (PSS, shm copy whole)
+    unshared_peak: int = 0  # bytes, highest sampled anonymous + shmem PSS (not reclaimable)
+    cgroup_peak: int = 0    # bytes, the cgroup's own peak usage (page cache included), if capped
 
 
-def run_measured(cmd: list[str], env: dict | None = None) -> Measured:
-    """Run ``cmd`` and record its peak memory (its own ru_maxrss, and the sampled tree sum)."""
+def _rollup(pid: int) -> dict[str, int]:
+    """Pss, Pss_Anon, Pss_File, Pss_Shmem of one process, bytes (zeros once it is gone)."""
+    out = {"Pss": 0, "Pss_Anon": 0, "Pss_File": 0, "Pss_Shmem": 0}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            key, _, val = line.partition(":")
+            if key in out:
+                out[key] = int(val.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+def _shm_used(shm: str = "/dev/shm") -> int:
+    try:
+        return shutil.disk_usage(shm).used
+    except OSError:
+        return 0
+
+
+def memory_cgroup(limit: int) -> Path | None:
+    """A new memory cgroup under this process's own, limited to ``limit`` bytes; None where none
+    can be made (no cgroup file system, no permission)."""
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        hid, controllers, path = line.split(":", 2)
+        if v2 and hid == "0":
+            base, limit_file = Path("/sys/fs/cgroup") / path.lstrip("/"), "memory.max"
+        elif not v2 and "memory" in controllers.split(","):
+            base, limit_file = Path("/sys/fs/cgroup/memory") / path.lstrip("/"), "memory.limit_in_bytes"
+        else:
+            continue
+        group = base / f"fer-bench-{os.getpid()}"
+        try:
+            group.mkdir(exist_ok=True)
+            (group / limit_file).write_text(str(int(limit)))
+            return group
+        except OSError:
+            try:
+                group.rmdir()
+            except OSError:
+                pass
+    return None
+
+
+def _cgroup_peak(group: Path) -> int:
+    for name in ("memory.peak", "memory.max_usage_in_bytes"):
+        try:
+            return int((group / name).read_text().split()[0])
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def run_measured(cmd: list[str], env: dict | None = None, cgroup: Path | None = None,
+                 every: float = 0.2) -> Measured:
+    """Run ``cmd`` (inside ``cgroup`` when given) and record its peak memory: its own ru_maxrss,
+    the sampled RSS sum of the tree, the sampled tree PSS (see the module docstring) and the
+    sampled anonymous + shmem PSS."""
     import psutil
 
+    if cgroup is not None:      # join the cgroup, then become the command
+        cmd = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *cmd]
     out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    shm0 = _shm_used()
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-    peak = [0]
+    peak = {"rss": 0, "pss": 0, "unshared": 0}
     done = threading.Event()
 
     def sample():
@@ -103,17 +179,23 @@ def run_measured(cmd: list[str], env: dict | None = None) -> Measured:
         except psutil.NoSuchProcess:
             return
         while not done.is_set():
-            total = 0
+            rss, roll = 0, {"Pss": 0, "Pss_Anon": 0, "Pss_Shmem": 0}
             try:
                 for p in [root, *root.children(recursive=True)]:
                     try:
-                        total += p.memory_info().rss
+                        rss += p.memory_info().rss
                     except psutil.NoSuchProcess:
-                        pass
+                        continue
+                    r = _rollup(p.pid)
+                    for k in roll:
+                        roll[k] += r[k]
             except psutil.NoSuchProcess:
                 break
-            peak[0] = max(peak[0], total)
-            done.wait(0.1)
+            shm = max(roll["Pss_Shmem"], _shm_used() - shm0)
+            peak["rss"] = max(peak["rss"], rss)
+            peak["pss"] = max(peak["pss"], roll["Pss"] - roll["Pss_Shmem"] + shm)
+            peak["unshared"] = max(peak["unshared"], roll["Pss_Anon"] + shm)
+            done.wait(every)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -124,7 +206,8 @@ def run_measured(cmd: list[str], env: dict | None = None) -> Measured:
     proc.returncode = os.waitstatus_to_exitcode(status)
     out.seek(0)
     err.seek(0)
-    return Measured(proc.returncode, wall, usage.ru_maxrss * 1024, peak[0], out.read(), err.read())
+    return Measured(proc.returncode, wall, usage.ru_maxrss * 1024, peak["rss"], out.read(), err.read(),
+                    peak["pss"], peak["unshared"], _cgroup_peak(cgroup) if cgroup else 0)
 
 
 def _load_child(store: str) -> None:
@@ -144,19 +227,56 @@ def measure_load(store: Path) -> tuple[Measured, dict]:
     return m, json.loads(m.stdout.strip().splitlines()[-1])
 
 
-def train_cmd(store: Path, run: Path, ranks: int) -> list[str]:
+def train_cmd(store: Path, run: Path, ranks: int, extra: list[str] = ()) -> list[str]:
     launcher = [sys.executable, "-m"] if ranks == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m"]
-    return launcher + ["pipeline", "stage2", "train", "--store", str(store), "--out", str(run), *SMALL]
+    return launcher + ["pipeline", "stage2", "train", "--store", str(store), "--out", str(run),
+                       *SMALL, *extra]
 
 
-def measure_train(store: Path, run: Path, ranks: int = 1) -> tuple[Measured, dict]:
+def measure_train(store: Path, run: Path, ranks: int = 1, extra: list[str] = (),
+                  cgroup: Path | None = None, check: bool = True) -> tuple[Measured, dict | None]:
     env = {**os.environ, "FER_NO_PROGRESS": "1"}
-    m = run_measured(train_cmd(store, run, ranks), env)
+    m = run_measured(train_cmd(store, run, ranks, list(extra)), env, cgroup)
     if m.rc != 0:
-        raise RuntimeError(f"stage2 train on {store} failed:\n{m.stderr[-3000:]}")
+        if check:
+            raise RuntimeError(f"stage2 train on {store} failed:\n{m.stderr[-3000:]}")
+        return m, None
     epoch = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     return m, epoch
+
+
+def _cap_rows(store: Path, root: Path, mmap: list[str], emb_bytes: int, size: str, info: dict) -> list[dict]:
+    """Step 5: training from the mmap cache under a memory cap of half the embedding bytes."""
+    cap = emb_bytes // 2
+    if cap < 1.5 * GIB:
+        return []
+    group = memory_cgroup(cap)
+    try:
+        m, epoch = measure_train(store, root / "run_cap", extra=mmap, cgroup=group, check=False)
+    finally:
+        if group is not None:
+            try:
+                group.rmdir()
+            except OSError:
+                pass
+    how = "cgroup memory limit" if group is not None else "sampled anonymous + shmem PSS vs the cap (no cgroup)"
+    ok = m.rc == 0 and (group is not None or m.unshared_peak <= cap)
+    cap_info = {**info, "cap_gib": round(cap / GIB, 3), "store_gib": round(emb_bytes / GIB, 3),
+                "method": how, "exit_code": m.rc}
+    rows = [row(f"scale: stage2 train preload=mmap under a memory cap of half the store ({size}): "
+                f"completed (1 = yes)", 1.0 if ok else 0.0, "yes", target=1.0, timing=False, **cap_info),
+            row(f"scale: stage2 train preload=mmap under the cap ({size}), peak RSS, GiB",
+                m.maxrss / GIB, "GiB", lower_is_better=True, timing=False, **cap_info),
+            row(f"scale: stage2 train preload=mmap under the cap ({size}), peak anonymous + shmem "
+                f"PSS / cap", m.unshared_peak / cap, "x", lower_is_better=True, timing=False, **cap_info)]
+    if group is not None:
+        rows.append(row(f"scale: stage2 train preload=mmap under the cap ({size}), cgroup peak "
+                        f"usage incl. page cache / cap", m.cgroup_peak / cap, "x", timing=False, **cap_info))
+    if epoch is not None:
+        rows.append(row(f"scale: stage2 CPU training epoch, preload=mmap under the cap ({size}), s",
+                        epoch["epoch_s"], "s", lower_is_better=True, **cap_info))
+    return rows
 
 
 def main(argv=None) -> list[dict]:
@@ -164,10 +284,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--frames", type=int, default=2_800_000)
     p.add_argument("--videos", type=int, default=550)
     p.add_argument("--dim", type=int, default=1024)
-    p.add_argument("--ddp-frames", type=int, default=500_000,
-                   help="store size for the 1-process vs 2-rank memory comparison (0 = skip)")
-    p.add_argument("--dir", type=Path, help="where to write the stores (default: a temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the generated stores")
+    p.add_argument("--ranks", type=int, default=4, help="local ranks of the shared-copy run (0 = skip)")
+    p.add_argument("--no-mmap", action="store_true", help="skip steps 4 and 5")
+    p.add_argument("--dir", type=Path, help="where to write the store (default: a temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep the generated store and caches")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("scale_store.json"))
     p.add_argument("--load-child", metavar="STORE", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -182,47 +302,80 @@ def main(argv=None) -> list[dict]:
     try:
         store = root / "store"
         gen = generate(store, N, args.videos, D)
+        emb = gen["emb_bytes"]
         info = {"frames": N, "dim": D, "videos": gen["videos"], "val_videos": gen["val_videos"]}
         rows += [
             row(f"scale: store write through EmbeddingStore ({size}), MB/s",
-                gen["emb_bytes"] / gen["write_s"] / 1e6, "MB/s", **info),
-            row(f"scale: store size on disk ({size}), GB", gen["disk_bytes"] / 1e9, "GB",
-                emb_fp16_gb=round(gen["emb_bytes"] / 1e9, 3), **info),
+                emb / gen["write_s"] / 1e6, "MB/s", **info),
+            row(f"scale: store size on disk ({size}), GB", gen["disk_bytes"] / 1e9, "GB", timing=False,
+                emb_fp16_gb=round(emb / 1e9, 3), **info),
+            row(f"scale: store size on disk / payload ({size})", gen["disk_bytes"] / gen["payload_bytes"],
+                "x", target=1.05, lower_is_better=True, timing=False, payload_gb=round(gen["payload_bytes"] / 1e9, 3),
+                **info),
         ]
         m, res = measure_load(store)
         rows += [
             row(f"scale: store load into RAM ({size}), s", res["load_s"], "s", lower_is_better=True,
                 page_cache="warm (store just written)", **info),
             row(f"scale: store load peak RSS ({size}), GiB", m.maxrss / GIB, "GiB",
-                lower_is_better=True, emb_gib=round(res["bytes"] / GIB, 3), **info),
+                lower_is_better=True, timing=False, emb_gib=round(res["bytes"] / GIB, 3), **info),
         ]
-        m, epoch = measure_train(store, root / "run", ranks=1)
         model = " ".join(a.split(".")[-1] for a in SMALL[:4])
+        one, epoch_ram = measure_train(store, root / "run", ranks=1)
         rows += [
-            row(f"scale: stage2 train peak RSS, 1 process ({size}), GiB", m.maxrss / GIB, "GiB",
-                target=24.0, lower_is_better=True, command="stage2 train, 1 epoch, " + model, **info),
-            row(f"scale: stage2 train peak RSS / fp16 embedding bytes ({size})",
-                m.maxrss / gen["emb_bytes"], "x", lower_is_better=True, **info),
-            row(f"scale: stage2 CPU training epoch, small model ({size}), s", epoch["epoch_s"], "s",
+            row(f"scale: stage2 train peak memory (PSS) / fp16 embedding bytes, 1 process ({size})",
+                one.pss_peak / emb, "x", target=1.3, lower_is_better=True, timing=False,
+                pss_gib=round(one.pss_peak / GIB, 3), command="stage2 train, 1 epoch, " + model, **info),
+            row(f"scale: stage2 train peak RSS, 1 process ({size}), GiB", one.maxrss / GIB, "GiB",
+                target=24.0, lower_is_better=True, timing=False, command="stage2 train, 1 epoch, " + model, **info),
+            row(f"scale: stage2 CPU training epoch, small model ({size}), s", epoch_ram["epoch_s"], "s",
                 lower_is_better=True, model=model, **info),
-            row(f"scale: stage2 train command wall time, 1 epoch + val ({size}), s", m.wall_s, "s",
+            row(f"scale: stage2 train command wall time, 1 epoch + val ({size}), s", one.wall_s, "s",
                 lower_is_better=True, model=model, **info),
         ]
-        shutil.rmtree(store)
-        if args.ddp_frames:
-            M = args.ddp_frames
-            small = root / "store_ddp"
-            generate(small, M, max(2, args.videos * M // N), D, seed=1)
-            one, _ = measure_train(small, root / "run1", ranks=1)
-            two, _ = measure_train(small, root / "run2", ranks=2)
-            dsize = f"{M / 1e6:.2f}M x {D}"
+        # how memory grows with the store: the same commands on a store a tenth the size (at most
+        # 50,000 frames: enough clips that every rank trains on full batches); the slope between
+        # the two is the memory each extra embedding byte costs (1 per copy of the data)
+        M = max(2000, min(50_000, N // 10))
+        small = root / "small_store"
+        sgen = generate(small, M, max(4, args.videos * M // N), D, seed=2)
+        d_emb = emb - sgen["emb_bytes"]
+        small1, _ = measure_train(small, root / "run_small1", ranks=1)
+        rows.append(row(f"scale: stage2 train memory per extra fp16 embedding byte, 1 process "
+                        f"({M / 1e6:.2f}M -> {size})", (one.pss_peak - small1.pss_peak) / d_emb, "x",
+                        lower_is_better=True, timing=False, small_store_peak_gib=round(small1.pss_peak / GIB, 3),
+                        **info))
+        if args.ranks > 1:
+            many, _ = measure_train(store, root / "run_ranks", ranks=args.ranks)
+            smalln, _ = measure_train(small, root / "run_small_ranks", ranks=args.ranks)
+            rows.append(row(f"scale: stage2 train memory per extra fp16 embedding byte, "
+                            f"{args.ranks} local ranks ({M / 1e6:.2f}M -> {size})",
+                            (many.pss_peak - smalln.pss_peak) / d_emb, "x", lower_is_better=True, timing=False,
+                            small_store_peak_gib=round(smalln.pss_peak / GIB, 3), ranks=args.ranks,
+                            **info))
             rows += [
-                row(f"scale: stage2 train peak RSS, 2 torchrun ranks summed ({dsize}), GiB",
-                    two.tree_peak / GIB, "GiB", lower_is_better=True, frames=M, dim=D),
-                row(f"scale: stage2 train peak RSS, 2 ranks / 1 process ({dsize})",
-                    two.tree_peak / one.tree_peak, "x", lower_is_better=True, frames=M, dim=D,
-                    one_process_gib=round(one.tree_peak / GIB, 3)),
+                row(f"scale: stage2 train peak memory (PSS summed over the tree) / fp16 embedding "
+                    f"bytes, {args.ranks} local ranks ({size})", many.pss_peak / emb, "x", target=1.3,
+                    lower_is_better=True, timing=False, pss_gib=round(many.pss_peak / GIB, 3),
+                    rss_sum_gib=round(many.tree_peak / GIB, 3), ranks=args.ranks, **info),
+                row(f"scale: stage2 train peak memory, {args.ranks} local ranks / 1 process ({size})",
+                    many.pss_peak / one.pss_peak, "x", lower_is_better=True, timing=False, ranks=args.ranks, **info),
             ]
+        if not args.no_mmap:
+            mmap = ["stage2.data.preload=mmap", f"stage2.data.cache_dir={root / 'cache'}"]
+            first, _ = measure_train(store, root / "run_mmap_build", extra=mmap)
+            mm, epoch_mm = measure_train(store, root / "run_mmap", extra=mmap)
+            rows += [
+                row(f"scale: stage2 epoch, preload=mmap / preload=cpu ({size}, store in the page cache)",
+                    epoch_mm["epoch_s"] / epoch_ram["epoch_s"], "x", lower_is_better=True,
+                    mmap_epoch_s=epoch_mm["epoch_s"], ram_epoch_s=epoch_ram["epoch_s"], **info),
+                row(f"scale: mmap cache first use (write + train command) - reuse, s ({size})",
+                    first.wall_s - mm.wall_s, "s", lower_is_better=True, **info),
+                row(f"scale: stage2 train peak memory (PSS) / fp16 embedding bytes, preload=mmap "
+                    f"({size})", mm.pss_peak / emb, "x", lower_is_better=True, timing=False,
+                    note="file pages are page cache: reclaimable", **info),
+            ]
+            rows += _cap_rows(store, root, mmap, emb, size, info)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -147,14 +147,14 @@ def fit(train: TemporalCache, val: TemporalCache, cfg: Config, run_dir: Path,
         score = None
         if len(val.videos):
             res = evaluate(unwrap_model(net), val, s2.data.clip_len, eval_stride(cfg), s2.post,
-                           rule=decision_rule(s2.model))
+                           rule=decision_rule(s2.model), keep_probs=False)
             last_f1 = score = res.report.macro_f1
             row.update(val_macro_f1=last_f1, val_acc=res.report.accuracy)
             if res.post_report is not None:
                 row["val_macro_f1_post"] = res.post_report.macro_f1
         if select is not None and len(select.videos):
             sel = evaluate(unwrap_model(net), select, s2.data.clip_len, eval_stride(cfg), None,
-                           rule=decision_rule(s2.model))
+                           rule=decision_rule(s2.model), keep_probs=False)
             score = row["select_macro_f1"] = sel.report.macro_f1
         if score is not None:
             improved = score > best_f1

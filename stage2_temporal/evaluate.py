@@ -97,9 +97,12 @@ class EvalResult:
 
 
 def evaluate(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
-             post: PostConfig | None = None, batch_size: int = 64, rule: str = "soft") -> EvalResult:
+             post: PostConfig | None = None, batch_size: int = 64, rule: str = "soft",
+             keep_probs: bool = True) -> EvalResult:
     """Macro-F1 over every annotated frame of the cache (raw, and post-processed when ``post``
-    asks for it), class ids by ``decide(probs, rule)``; distributed-aware."""
+    asks for it), class ids by ``decide(probs, rule)``; distributed-aware. ``keep_probs=False``
+    (per-epoch validation): only the reports, the per-frame probabilities are not gathered
+    (``probs`` then holds this rank's videos only)."""
     mine = distributed.shard(range(len(cache.videos)), weights=cache.lengths())
     probs = predict_probs(model, cache, clip_len, stride, batch_size, videos=mine).numpy()
     labels = cache.view_labels()
@@ -116,6 +119,9 @@ def evaluate(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
             cm[1] += confusion(labels[sl], decide(pp, rule))
         local[v] = (p, pp)
     cm = distributed.all_reduce_sum(torch.from_numpy(cm)).numpy()
+    if not keep_probs:
+        return EvalResult(F1Report(cm[0]), probs, F1Report(cm[1]) if do_post else None,
+                          labels=labels, rule=rule)
     gathered = {}
     for part in distributed.all_gather_objects(local):
         gathered.update(part)

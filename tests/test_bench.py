@@ -4,6 +4,7 @@ figures listed), the scale benchmark's synthetic store and memory measurement, a
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -35,7 +36,23 @@ def test_table_lists_every_figure_with_ratios_oriented_to_the_target():
     assert "3,300" in table["stage1 swin_base bf16 channels-last forward, frames/s"]
     # the GPU-only figure not measured here is listed as such; a failed suite shows its error
     assert "not measured" in table["stage2 GPU epoch over 600k x 1024 frames, s"]
-    assert "| stage2 | 3 | exit code 1 |" in md
+    assert "| stage2 | 3 | — | exit code 1 |" in md
+
+
+def test_rows_of_a_suite_run_under_load_are_invalid_not_misses():
+    limit = run_all.busy_limit()
+    assert limit == (os.cpu_count() or 1) + 0.5
+    calm = run_all.mark_load([_row("calm", 4.0, target=2.0)], before=limit - 1, after=limit - 0.6)
+    busy = run_all.mark_load([_row("busy", 1.0, target=2.0)], before=0.1, after=0.2, peak=limit + 1)
+    assert calm[0]["valid"] and calm[0]["load"] == round(limit - 0.6, 2)
+    assert not busy[0]["valid"] and busy[0]["load"] == round(limit + 1, 2)
+    assert busy[0]["load_before"] == 0.1 and busy[0]["load_after"] == 0.2
+    counted = run_all.mark_load([{**_row("bytes", 3.0), "load_independent": True}], 0.1, 0.2, limit + 1)
+    assert counted[0]["valid"]                       # a byte count is not a timing: still valid
+    md = run_all.markdown(calm + busy, {"s": (5.0, None, 0.1, limit + 1)}, "cmd", "abc")
+    table = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert "2.00 ✓" in table["calm"] and "invalid (load" in table["busy"] and "✗" not in table["busy"]
+    assert "1 of 2 rows invalid" in md and f"| s | 5 | 0.1 → {limit + 1:.1f} | ok |" in md
 
 
 def test_gpu_only_figures_are_the_names_the_benchmarks_write():
@@ -64,9 +81,36 @@ def test_peak_memory_of_a_child_and_its_descendants():
     # two grandchildren holding 300 MiB each at the same time: the tree sum sees both
     two = run_measured([sys.executable, "-c",
                         "import subprocess, sys; ps = [subprocess.Popen([sys.executable, '-c', "
-                        f"{grow.replace('0.5', '1.5')!r}]) for _ in range(2)]; [p.wait() for p in ps]"])
+                        f"{grow.replace('0.5', '5')!r}]) for _ in range(2)]; [p.wait() for p in ps]"])
     assert two.rc == 0 and two.tree_peak >= 600 * 2**20
+    assert two.pss_peak >= 600 * 2**20 and two.unshared_peak >= 600 * 2**20     # private pages
     assert run_measured([sys.executable, "-c", "raise SystemExit(3)"]).rc == 3
+
+
+@pytest.mark.slow
+def test_run_all_quick_has_the_rows_of_items_1_to_4_and_every_suite(tmp_path):
+    """The suites of issue 14 at tiny sizes: scale (disk / payload, peak memory / payload at 1 and
+    2 local ranks, mmap / RAM epoch), balance (largest / mean shard), crops and the linear probe
+    (on generated demo data); every row carries the load it ran under. Values are not checked."""
+    r = subprocess.run([sys.executable, "-m", "bench.run_all", "--quick", "--only", "balance", "scale",
+                        "crops", "linear_probe", "--out-dir", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())
+    figures = [x["figure"] for x in rows]
+    for part in ("store size on disk / payload", "/ fp16 embedding bytes, 1 process",
+                 "/ fp16 embedding bytes, 2 local ranks", "preload=mmap / preload=cpu",
+                 "largest / mean shard frames, 8 shards by frame count", "crops: stage0 JPEG crop",
+                 "linear_probe: per-frame logistic regression, val macro-F1"):
+        assert any(part in f for f in figures), part
+    for x in rows:
+        assert {"load", "load_before", "load_after", "valid"} <= set(x) and x["measured"] is not None
+        if "target" in x and x["target"] == 1.3:       # the memory rows: load cannot change them
+            assert x["lower_is_better"] and x["load_independent"] and x["valid"]
+    md = (tmp_path / "results.md").read_text()
+    assert "| suite | seconds | load before → after | status |" in md
+    for suite in ("balance", "scale", "crops", "linear_probe"):
+        assert f"| {suite} |" in md
 
 
 @pytest.mark.slow
