@@ -19,7 +19,6 @@ from pipeline.errors import UsageError, os_error_line
 
 MiB = 1 << 20
 RUN_DIR_BYTES = 64 * MiB       # a training run's checkpoint + train state (small models: less)
-STAGE0_VIDEO_BYTES = 32 * MiB  # one video's crops, parts and contact sheet (about 5 000 crops)
 
 
 def _size(n: int) -> str:

@@ -142,9 +142,9 @@ class EmbeddingStore:
         if path.exists() and not path.is_dir():
             raise UsageError(f"{path}: is a file, not a store folder (pass a folder to --store)")
 
-        def foreign() -> bool:
+        def foreign() -> bool:    # hidden entries: locks, staging, other writers' probe files
             return not (path / "zarr.json").exists() and path.is_dir() and \
-                any(p.name not in (LOCKS, STAGING, "videos") for p in path.iterdir())
+                any(p.name != "videos" and not p.name.startswith(".") for p in path.iterdir())
 
         if foreign():
             raise UsageError(f"{path}: exists, is not empty and is not an embedding store")
@@ -287,6 +287,11 @@ class EmbeddingStore:
                 if not (final.exists() and _exchange(tmp, final)):   # tmp now holds the old
                     self._remove_group(video)
                     os.rename(tmp, final)
+            except OSError as e:      # a failed write names no file: name the video's group
+                if e.filename is None:
+                    where = str(self.path / "videos" / video)
+                    raise OSError(e.errno, e.strerror or str(e), where) from None
+                raise
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         return True

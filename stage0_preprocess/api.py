@@ -16,7 +16,7 @@ from pipeline.config import Config
 from pipeline.errors import UsageError
 from pipeline.io import atomic_write
 from pipeline.manifest import write_manifest
-from pipeline.outdir import STAGE0_VIDEO_BYTES, check_output_dir
+from pipeline.outdir import check_output_dir
 from pipeline.runs import init_run_dir
 from stage0_preprocess.affwild2 import raw_video_name
 from stage0_preprocess.align import align_face
@@ -51,8 +51,8 @@ def run_videos(videos: list[str | Path] | None, out: str | Path, cfg: Config, *,
     """Decode, detect, track and align ``videos`` (files and/or folders), or the raw videos of
     an Aff-Wild2 root (``affwild2``, labels attached), into ``out``. Returns the result and the
     annotation files whose video is missing."""
-    from stage0_preprocess.run import (jobs_for_affwild2, jobs_for_videos, parse_shard, run_jobs,
-                                       select_shard)
+    from stage0_preprocess.run import (jobs_for_affwild2, jobs_for_videos, output_bytes, parse_shard,
+                                       run_jobs, select_shard)
 
     out = Path(out)
     shard_kn = parse_shard(shard)
@@ -64,7 +64,7 @@ def run_videos(videos: list[str | Path] | None, out: str | Path, cfg: Config, *,
     if not jobs:
         raise UsageError("no videos to process")
     jobs = select_shard(jobs, shard_kn)
-    check_output_dir(out, "--out", STAGE0_VIDEO_BYTES, "video's crops")
+    check_output_dir(out, "--out", output_bytes(jobs), "video's crops")
     suffix = f".shard-{shard_kn[0]}-of-{shard_kn[1]}" if shard_kn else ""
     if record_run:   # each shard its own record (the shards share ``out``)
         init_run_dir(out / "shards" / f"{shard_kn[0]}-of-{shard_kn[1]}" if shard_kn else out, cfg,

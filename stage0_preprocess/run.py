@@ -116,6 +116,13 @@ class Stage0Result:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
+def output_bytes(jobs: list[VideoJob]) -> int:
+    """Free space one video's outputs need, about: crops at 112 px take about what the video
+    file takes (twice that, at least 256 KiB)."""
+    sizes = [os.path.getsize(j.path) for j in jobs if os.path.isfile(j.path)]
+    return max(2 * max(sizes, default=0), 256 << 10)
+
+
 @contextlib.contextmanager
 def _backend(cfg: Config, n_pending: int):
     par = cfg.stage0.parallel

@@ -249,6 +249,16 @@ def contact_sheet(crops: list[tuple[int, np.ndarray | None, float]], path: Path,
     write_bytes_atomic(path, buf.tobytes())
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """``path.write_bytes(data)``; a failed write names the file (Python's does not)."""
+    try:
+        path.write_bytes(data)
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     from pipeline.io import atomic_path
 
@@ -341,7 +351,7 @@ def _process(job: VideoJob, out: Path, cfg: Config, t0: float) -> list[TrackOutc
                 if main >= 0:
                     crop = crop_face(f.image, d.boxes[main], d.kps[main], s0.align)
                     ok, buf = cv2.imencode(".jpg", crop, encode)
-                    (out / "crops" / t.name / f"{f.index + 1:05d}.jpg").write_bytes(buf.tobytes())
+                    write_file(out / "crops" / t.name / f"{f.index + 1:05d}.jpg", buf.tobytes())
                     st["has"][f.index] = True
                     st["score"][f.index] = d.scores[main]
                     st["box"][f.index] = d.boxes[main]

@@ -70,7 +70,7 @@ def embed_manifest(manifest_path: str | Path, cfg: Config, run_dir=None,
     key = encoder_key(model, mcfg)
     store = Path(store) if store else Path(cfg.artifacts_dir) / "embeddings" / key
     longest = int(manifest.groupby("video").size().max()) if len(manifest) else 0
-    check_output_dir(store, "--store", need_bytes=longest * int(model.num_features) * 2 + (1 << 20),
+    check_output_dir(store, "--store", need_bytes=longest * int(model.num_features) * 2 + (64 << 10),
                      unit="video's embeddings")
     log.info("encoder %s (key %s, dim %d) -> %s", mcfg.name, key, model.num_features, store)
     return embed_frames(manifest, model, cfg, store, device, encoder_run=run_dir)

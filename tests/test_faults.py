@@ -300,3 +300,419 @@ def test_a_truncated_mp4_without_its_index_says_so(tmp_path, capsys):
     assert rc == 1
     summary = __import__("pandas").read_csv(tmp_path / "s0" / "summary.csv")
     assert summary.error.iloc[0] == f"{cut}: truncated or missing its index (moov atom)"
+
+
+# ------------------------------------------------------------------------------------------------
+# Part 2: fault injection on demo-sized data (points drawn by a seeded RNG)
+# ------------------------------------------------------------------------------------------------
+SYNTH = ["synth.n_videos=3", "synth.n_val=1", "synth.duration_s=[1.5,2]",
+         "synth.stills_train_per_class=1", "synth.stills_test_per_class=1"]
+S0 = ["stage0.detector.name=yunet", "stage0.detector.input_size=320"]
+EMB = [*TINY_SWIN, "stage1.model.img_size=56", "stage1.embed.batch_size=8"]
+PY = [sys.executable, "-m", "pipeline"]
+
+
+def _main(*argv) -> int:
+    """``fer-pipeline ARGV`` in this process (fixtures: no capsys), its log handler removed."""
+    try:
+        return cli_main([str(a) for a in argv])
+    finally:
+        root = logging.getLogger()
+        for h in [h for h in root.handlers if getattr(h, "_fer", False)]:
+            root.removeHandler(h)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """Generated Aff-Wild2-layout data (3 raw videos, 4 annotated tracks, ~200 frames), its
+    uninterrupted stage-0 run (re-detected, labelled), store and stage-2 run: the references."""
+    root = tmp_path_factory.mktemp("faults")
+    assert _main("synth", "--out", root / "data", *SYNTH) == 0
+    assert _main("stage0", "run", "--affwild2", root / "data", "--out", root / "s0", *S0) == 0
+    manifest = root / "s0" / "manifest.parquet"
+    assert _main("stage1", "embed", "--manifest", manifest, "--store", root / "store", *EMB) == 0
+    assert _main("stage2", "train", "--store", root / "store", "--out", root / "run", *SMALL_S2,
+                 "stage2.train.epochs=4") == 0
+    return {"root": root, "data": root / "data", "s0": root / "s0", "manifest": manifest,
+            "store": root / "store", "run": root / "run", "rng": np.random.default_rng(FAULT_SEED)}
+
+
+def _stage0_files(out: Path, names=None) -> dict[str, bytes]:
+    """Stage 0's deterministic outputs (crops, per-track parts, manifest), by relative path."""
+    files = {}
+    for p in sorted(out.rglob("*")):
+        rel = p.relative_to(out)
+        if not p.is_file() or rel.parts[0] not in ("crops", "parts", "manifest.parquet"):
+            continue
+        if p.name.endswith(".done.json") or (rel.parts[0] == "manifest.parquet" and names):
+            continue
+        track = rel.parts[1].split(".")[0] if rel.parts[0] == "parts" else \
+            (rel.parts[1] if rel.parts[0] == "crops" else None)
+        if names is None or track in names:
+            files[str(rel)] = p.read_bytes()
+    return files
+
+
+def _complete_tracks(out: Path) -> list[str]:
+    return sorted(p.name[: -len(".done.json")] for p in (out / "parts").glob("*.done.json")) \
+        if (out / "parts").is_dir() else []
+
+
+def _store_arrays(path: Path, videos=None) -> dict:
+    store = EmbeddingStore.open(path)
+    return {v: (r.emb, r.label, r.face) for v in (videos or store.videos())
+            for r in [store.read_video(v)]}
+
+
+def _assert_same_videos(path: Path, ref: Path, videos=None) -> None:
+    got, want = _store_arrays(path, videos), _store_arrays(ref, videos)
+    assert sorted(got) == sorted(want) if videos is None else True
+    for v, arrays in got.items():
+        for a, b in zip(arrays, want[v]):
+            np.testing.assert_array_equal(a, b)
+
+
+def _procs() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, command name) of every process."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1: stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[int(d.name)] = (int(fields[1]), fields[0], comm)
+    return out
+
+
+def _descendants(pid: int) -> set[int]:
+    procs, found, todo = _procs(), set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = {q for q, (ppid, _, _) in procs.items() if ppid == p} - found
+        found |= kids
+        todo += kids
+    return found
+
+
+def _alive(pids: set[int]) -> dict[int, str]:
+    procs = _procs()
+    return {p: procs[p][2] for p in pids if p in procs and procs[p][1] not in "ZX"}
+
+
+def _userns() -> bool:
+    """A private mount namespace where this user may mount tmpfs and read-only binds."""
+    if not shutil.which("unshare"):
+        return False
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k none /mnt"],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+def _tmpfs_bytes(path: Path) -> int:
+    """What a tree takes on tmpfs: whole 4 KiB pages per file."""
+    return sum(-(-p.stat().st_size // 4096) * 4096 for p in path.rglob("*") if p.is_file())
+
+
+def _in_small_tmpfs(tmp: Path, free: int, argv: list, keep: str) -> tuple[int, str]:
+    """Run ``fer-pipeline ARGV`` (``{mnt}`` = a tmpfs with ``free`` bytes left) in a private
+    mount namespace, then copy ``{mnt}/KEEP`` to ``tmp/KEEP``: (exit code, stderr)."""
+    mnt = tmp / "mnt"
+    mnt.mkdir()
+    size = 16 << 20
+    args = " ".join(f"'{str(a).replace('{mnt}', str(mnt))}'" for a in [*PY, *argv])
+    script = (f"mount -t tmpfs -o size={size} none '{mnt}' && "
+              f"head -c {size - free} /dev/zero > '{mnt}/filler' && "
+              f"{args} 2> '{tmp}/stderr'; echo $? > '{tmp}/rc'; "
+              f"cp -a '{mnt}/{keep}' '{tmp}/{keep}' 2>/dev/null; true")
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], timeout=600, check=True)
+    return int((tmp / "rc").read_text()), (tmp / "stderr").read_text()
+
+
+def test_sigkill_stage0_jobs2_no_orphans_and_resumes_identically(demo, tmp_path):
+    """SIGKILL of the stage-0 command (not its workers) at a random point while its 2 workers
+    decode: within 5 s no worker or ffmpeg survives (defect 6); every track marked complete
+    equals the uninterrupted run; a re-run finishes the rest byte-identically."""
+    rng = demo["rng"]
+    need, delay = int(rng.integers(0, 2)), float(rng.uniform(0.0, 0.8))
+    out = tmp_path / "s0"
+    proc = subprocess.Popen([*PY, "stage0", "run", "--affwild2", demo["data"], "--out", out,
+                             "--jobs", "2", *S0], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, decoding = time.time() + 240, False
+    while time.time() < deadline and proc.poll() is None:
+        kids = _alive(_descendants(proc.pid))
+        decoding = any(name.startswith("ffmpeg") for name in kids.values())
+        if decoding and len(_complete_tracks(out)) >= need:
+            break
+        time.sleep(0.05)
+    time.sleep(delay)
+    family = _descendants(proc.pid)
+    assert proc.poll() is None and decoding, "the run ended before the kill point"
+    os.kill(proc.pid, signal.SIGKILL)                       # the parent only
+    proc.wait()
+    deadline = time.time() + 5
+    while _alive(family) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(family), f"orphans 5 s after the parent died: {_alive(family)}"
+    done = _complete_tracks(out)
+    assert done != _complete_tracks(demo["s0"])
+    assert _stage0_files(out, done) == _stage0_files(demo["s0"], done)   # nothing complete is wrong
+    assert _main("stage0", "run", "--affwild2", demo["data"], "--out", out, *S0) == 0
+    assert _stage0_files(out) == _stage0_files(demo["s0"])                # nothing lost
+
+
+def test_sigkill_embed_with_two_ranks_then_rerun(demo, tmp_path):
+    """SIGKILL of a 2-rank embed (--nproc 2) after a random number of videos: the complete
+    videos hold exactly the uninterrupted run's arrays, the rest are listed as incomplete, and a
+    re-run finishes them identically."""
+    rng = demo["rng"]
+    need, delay = int(rng.integers(0, 3)), float(rng.uniform(0.0, 0.5))
+    out = tmp_path / "store"
+    proc = subprocess.Popen([*PY, "stage1", "embed", "--manifest", demo["manifest"], "--store", out,
+                             "--nproc", "2", *EMB], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "zarr.json").exists() and len(EmbeddingStore.open(out).videos()) >= need:
+            break
+        time.sleep(0.05)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    total = len(EmbeddingStore.open(demo["store"]).videos())
+    if (out / "zarr.json").exists():
+        store = EmbeddingStore.open(out)
+        _assert_same_videos(out, demo["store"], store.videos())
+        assert len(store.videos()) + len(store.incomplete_videos()) in (0, total) or \
+            not store.meta.get("expected_videos")
+    assert _main("stage1", "embed", "--manifest", demo["manifest"], "--store", out, *EMB) == 0
+    _assert_same_videos(out, demo["store"])
+    assert EmbeddingStore.open(out).incomplete_videos() == []
+
+
+def test_sigkill_stage2_then_resume_ends_with_the_uninterrupted_weights(demo, tmp_path):
+    from safetensors.torch import load_file
+
+    from pipeline.checkpoint import load_train_state
+
+    rng = demo["rng"]
+    epochs, delay = int(rng.integers(1, 4)), float(rng.uniform(0.0, 0.5))
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*PY, "stage2", "train", "--store", demo["store"], "--out", run,
+                             *SMALL_S2, "stage2.train.epochs=4"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        rows = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+        if len(rows) >= epochs:
+            break
+        time.sleep(0.05)
+    time.sleep(delay)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if (run / "train_state.pt").exists():                    # what is there loads
+        state = load_train_state(run / "train_state.pt")
+        assert 0 <= state["epoch"] < 4
+    rc = _main("stage2", "train", "--resume", "--out", run) if (run / "train_state.pt").exists() \
+        else _main("stage2", "train", "--store", demo["store"], "--out", run, "--overwrite",
+                   *SMALL_S2, "stage2.train.epochs=4")
+    assert rc == 0
+    a, b = load_file(run / "checkpoint.safetensors"), load_file(demo["run"] / "checkpoint.safetensors")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == \
+        [0, 1, 2, 3]
+
+
+def test_full_disk_during_embed(demo, tmp_path, monkeypatch, capsys):
+    """The store's disk fills at a random point: one line naming the file and 'No space left on
+    device', exit 1 (some videos complete) or 2; the complete videos are right, the failed one is
+    not marked complete, and once there is room a re-run completes the store."""
+    rng = demo["rng"]
+    if _userns():
+        from pipeline.manifest import read_manifest
+
+        need = int(read_manifest(demo["manifest"]).groupby("video").size().max()) * 64 * 2 + (64 << 10)
+        total = _tmpfs_bytes(demo["store"])
+        free = int(rng.integers(need + 8192, total - 16384))
+        rc, err = _in_small_tmpfs(tmp_path, free, ["stage1", "embed", "--manifest", demo["manifest"],
+                                                   "--store", "{mnt}/store", *EMB], "store")
+    else:                                  # no private mounts here: a write that raises ENOSPC
+        import errno
+
+        import zarr
+
+        real, calls, fail_at = zarr.Group.create_array, [0], int(rng.integers(1, 4))
+
+        def full(self, name, *a, **k):
+            calls[0] += name == "emb"
+            if calls[0] >= fail_at:
+                raise OSError(errno.ENOSPC, "No space left on device", None)
+            return real(self, name, *a, **k)
+
+        monkeypatch.setattr(zarr.Group, "create_array", full)
+        rc, _, err = run_inproc("stage1", "embed", "--manifest", demo["manifest"], "--store",
+                                tmp_path / "store", *EMB, capsys=capsys)
+        monkeypatch.undo()
+    assert rc in (1, 2), err[-2000:]
+    assert_one_line(err, "No space left on device", "stage1 embed stopped")
+    store = EmbeddingStore.open(tmp_path / "store")
+    assert (rc == 1) == bool(store.videos())
+    _assert_same_videos(tmp_path / "store", demo["store"], store.videos())
+    assert store.incomplete_videos()
+    assert _main("stage1", "embed", "--manifest", demo["manifest"], "--store", tmp_path / "store",
+                 *EMB) == 0
+    _assert_same_videos(tmp_path / "store", demo["store"])
+
+
+def test_full_disk_during_stage0(demo, tmp_path):
+    if not _userns():
+        pytest.skip("no private mount namespace to make a small tmpfs (unshare -rm)")
+    rng = demo["rng"]
+    total = _tmpfs_bytes(demo["s0"])
+    free = int(rng.integers(300 << 10, total - (64 << 10)))
+    rc, err = _in_small_tmpfs(tmp_path, free, ["stage0", "run", "--affwild2", demo["data"], "--out",
+                                               "{mnt}/s0", *S0], "s0")
+    assert rc in (1, 2), err[-2000:]
+    assert_one_line(err, "No space left on device", "stage0 stopped")
+    out = tmp_path / "s0"
+    done = _complete_tracks(out)
+    assert (rc == 1) == bool(done) and done != _complete_tracks(demo["s0"])
+    assert _stage0_files(out, done) == _stage0_files(demo["s0"], done)
+    assert _main("stage0", "run", "--affwild2", demo["data"], "--out", out, *S0) == 0
+    assert _stage0_files(out) == _stage0_files(demo["s0"])
+
+
+def test_full_disk_while_stage2_saves_then_resume(demo, tmp_path, monkeypatch, capsys):
+    """The training state's write fails with ENOSPC at a random epoch: one line, the last good
+    checkpoint is kept (exit 1; exit 2 when none was written yet), and --resume once there is
+    room ends with the uninterrupted run's weights."""
+    import errno
+    from pathlib import Path as _P
+
+    from safetensors.torch import load_file
+
+    fail_at = int(demo["rng"].integers(1, 4))           # the epoch whose train state fails
+    real, calls = _P.write_bytes, [0]
+
+    def full(self, data):
+        if self.name.startswith(".train_state.pt."):
+            calls[0] += 1
+            if calls[0] == fail_at:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(_P, "write_bytes", full)
+    rc, _, err = run_inproc("stage2", "train", "--store", demo["store"], "--out", run, *SMALL_S2,
+                            "stage2.train.epochs=4", capsys=capsys)
+    monkeypatch.undo()
+    line = assert_one_line(err, "stage2 train stopped", f"{run / 'train_state.pt'}: No space left on device")
+    assert rc == (1 if (run / "checkpoint.safetensors").exists() else 2)
+    if rc == 1:
+        assert "--resume continues from it" in line
+    if (run / "train_state.pt").exists():
+        rc, _, err = run_inproc("stage2", "train", "--resume", "--out", run, capsys=capsys)
+    else:
+        rc, _, err = run_inproc("stage2", "train", "--store", demo["store"], "--out", run,
+                                "--overwrite", *SMALL_S2, "stage2.train.epochs=4", capsys=capsys)
+    assert rc == 0, err[-2000:]
+    a, b = load_file(run / "checkpoint.safetensors"), load_file(demo["run"] / "checkpoint.safetensors")
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+_READ_ONLY = r'''
+import contextlib, io, json, sys
+from pipeline.app.cli import main
+import logging
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(argv)
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_fer", False)]:
+        root.removeHandler(h)
+    print(json.dumps([rc, err.getvalue()]))
+'''
+
+
+def test_read_only_outputs_are_one_line_and_change_nothing(demo, tmp_path):
+    if not _userns():
+        pytest.skip("no private mount namespace for a read-only bind mount (unshare -rm)")
+    ro = tmp_path / "ro"
+    shutil.copytree(demo["store"], ro / "store")
+    (ro / "s0").mkdir()
+    (ro / "run").mkdir()
+    before = {str(p): p.read_bytes() for p in ro.rglob("*") if p.is_file()}
+    commands = [
+        ["stage0", "run", "--affwild2", str(demo["data"]), "--out", str(ro / "s0"), *S0],
+        ["stage0", "ingest", "--affwild2", str(demo["data"]), "--out", str(ro / "s0")],
+        ["stage1", "embed", "--manifest", str(demo["manifest"]), "--store", str(ro / "store"), *EMB],
+        ["stage2", "train", "--store", str(demo["store"]), "--out", str(ro / "run"), *SMALL_S2],
+        ["stage2", "train", "--store", str(demo["store"]), "--out", str(ro / "run" / "new"), *SMALL_S2],
+    ]
+    script = (f"mount --bind '{ro}' '{ro}' && mount -o remount,bind,ro '{ro}' && "
+              f"'{sys.executable}' -c '{_READ_ONLY}' '{json.dumps(commands)}'")
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
+                       timeout=600)
+    results = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("[")]
+    assert len(results) == len(commands), r.stderr[-3000:]
+    for argv, (rc, err) in zip(commands, results):
+        assert rc == 2, (argv, err[-2000:])
+        assert_one_line(err, "Read-only file system")
+    assert {str(p): p.read_bytes() for p in ro.rglob("*") if p.is_file()} == before
+
+
+def test_two_concurrent_embed_processes_on_one_store(demo, tmp_path, capsys):
+    """Two `stage1 embed` runs into one store at the same time (a subprocess, and this process
+    once the other has created the store): both succeed in one summary line each, the store is
+    complete and holds exactly the single run's arrays. (tests/test_store.py repeats the race,
+    store creation included, with processes writing through the store directly.)"""
+    out = tmp_path / "store"
+    proc = subprocess.Popen([*PY, "stage1", "embed", "--manifest", demo["manifest"], "--store", out,
+                             *EMB], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (out / "zarr.json").exists():
+        time.sleep(0.02)
+    rc, here, err = run_inproc("stage1", "embed", "--manifest", demo["manifest"], "--store", out,
+                               *EMB, capsys=capsys)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0 and rc == 0, (stderr[-3000:], err[-3000:])
+    for o, e in ((stdout, stderr), (here, err)):
+        assert "Traceback" not in e and o.splitlines()[-1].startswith("stage1 embed:")
+    _assert_same_videos(out, demo["store"])
+    assert EmbeddingStore.open(out).incomplete_videos() == []
+
+
+def test_nan_at_random_rows_of_the_store(demo, tmp_path, capsys):
+    """NaN/Inf written into random rows of a random video of a copy of the store: stage 2 and
+    inspect name exactly that video and those frames in one line; mask mode trains."""
+    rng = demo["rng"]
+    path = tmp_path / "store"
+    shutil.copytree(demo["store"], path)
+    store = EmbeddingStore.open(path, mode="a")
+    video = str(rng.choice(store.videos()))
+    rec = store.read_video(video)
+    a = int(rng.integers(0, len(rec.label) - 10))
+    b = int(rng.integers(a + 1, min(a + 40, len(rec.label))))
+    emb = rec.emb.copy()
+    emb[a:b, int(rng.integers(0, emb.shape[1]))] = rng.choice([np.nan, np.inf, -np.inf])
+    store.write_video(video, emb, rec.label, rec.face, rec.attrs)
+    frames = f"{a + 1}-{b}" if b > a + 1 else f"{a + 1}"
+    rc, _, err = run_inproc("stage2", "train", "--store", path, "--out", tmp_path / "run",
+                            *SMALL_S2, "stage2.train.epochs=1", capsys=capsys)
+    assert rc == 2
+    assert_one_line(err, f"{b - a} frame(s) with non-finite", f"1 video(s): {video} frames {frames};")
+    rc, _, err = run_inproc("inspect", path, "--out", tmp_path / "i", capsys=capsys)
+    assert rc == 2
+    assert_one_line(err, f"{video} frames {frames};")
+    rc, _, err = run_inproc("stage2", "train", "--store", path, "--out", tmp_path / "run",
+                            *SMALL_S2, "stage2.train.epochs=1", "stage2.data.bad_frames=mask",
+                            capsys=capsys)
+    assert rc == 0 and f"{b - a} frame(s) with non-finite embeddings treated as no-face" in err
