@@ -140,6 +140,24 @@ def test_two_gloo_ranks_write_the_same_store_as_one(ingested, tmp_path):
 
 
 @pytest.mark.slow
+def test_nproc_2_writes_the_same_store_as_one(ingested, tmp_path):
+    """``stage1 embed --nproc 2`` self-spawns 2 ranks (it was rejected before issue 15)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _cli("stage1", "embed", "--manifest", ingested, "--store", one, *TINY_SWIN).returncode == 0
+    r = _cli("stage1", "embed", "--manifest", ingested, "--store", two, "--nproc", "2", *TINY_SWIN)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("stage1 embed:") == 1 and "on 2 ranks" in r.stdout
+    _assert_same_store(one, two)
+    # a failed video on one rank: exit 1 from the spawning process too
+    manifest = read_manifest(ingested)
+    for p in manifest[manifest.has_face & (manifest.video == "vid_b")].crop_path:
+        open(p, "wb").write(b"")
+    r = _cli("stage1", "embed", "--manifest", ingested, "--store", tmp_path / "three", "--nproc", "2",
+             *TINY_SWIN)
+    assert r.returncode == 1 and "1 failed" in r.stdout, r.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_sigkill_during_embedding_then_rerun_gives_the_same_arrays(ingested, tmp_path):
     import os
     import signal

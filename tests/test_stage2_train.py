@@ -76,6 +76,17 @@ def test_eval_with_two_gloo_ranks_equals_one_process(trained):
     assert r.stdout.count("stage2 eval:") == 1
 
 
+def test_eval_nproc_2_equals_one_process(trained):
+    """``stage2 eval --nproc 2`` self-spawns 2 ranks (it was rejected before issue 15)."""
+    run, _ = trained
+    one = json.loads((run / "eval" / "f1.json").read_text())
+    r = cli("stage2", "eval", "--run", run, "--nproc", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = json.loads((run / "eval" / "f1.json").read_text())
+    assert two["confusion"] == one["confusion"] and two["macro_f1"] == one["macro_f1"]
+    assert r.stdout.count("stage2 eval:") == 1 and "on 2 ranks" in r.stdout
+
+
 @pytest.mark.slow
 def test_ddp_training_with_two_ranks(store, tmp_path):
     r = cli("stage2", "train", "--store", store, "--out", tmp_path / "ddp", *SMALL,
