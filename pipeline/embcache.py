@@ -174,12 +174,15 @@ def node_shared(store: EmbeddingStore, index: StoreIndex, shm_dir: str | Path = 
                         "%s but %s: each of the %d local ranks loads its own copy instead (%s "
                         "each); set stage2.data.preload=mmap, or stage2.data.shm_dir to a larger "
                         "tmpfs", gib(need), problem, n_local, gib(need))
-    statuses = distributed.all_gather_objects((key, leader, problem))
-    shared = next(p for k, lead, p in statuses if k == key and lead) is None
-    loaded = open_consolidated(path) if shared else store.load(index.videos)
-    distributed.barrier()                       # every local rank has mapped it
+    try:
+        statuses = distributed.all_gather_objects((key, leader, problem))
+        shared = next(p for k, lead, p in statuses if k == key and lead) is None
+        loaded = open_consolidated(path) if shared else store.load(index.videos)
+        distributed.barrier()                   # every local rank has mapped it
+    finally:                                    # also when a rank failed: never leave it in RAM
+        if leader:
+            shutil.rmtree(path, ignore_errors=True)  # freed when the last rank unmaps it
     if leader and shared:
-        shutil.rmtree(path, ignore_errors=True)  # freed when the last rank unmaps it
         log.info("one copy of the embeddings (%s) shared by the %d ranks of this node", gib(need),
                  n_local)
     return loaded

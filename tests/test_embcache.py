@@ -82,6 +82,22 @@ def test_splits_are_index_views_of_one_array(tmp_path):
     assert val.locate(s + 5) == (1, 5)
 
 
+def test_device_preload_copies_video_by_video(tmp_path):
+    from pipeline.config import load_config
+    from stage2_temporal.data import _load_to_device, load_cache
+
+    store = EmbeddingStore.open(make_store(tmp_path / "store"))
+    index = store.index(["v05", "v01"])
+    cache = _load_to_device(store, index, torch.device("cpu"))   # the CUDA path, on the CPU
+    ref = store.load(["v05", "v01"])
+    assert cache.videos == ["v05", "v01"] and list(cache.offsets) == list(ref.offsets)
+    assert torch.equal(cache.emb, torch.from_numpy(ref.emb)) and cache.label.dtype == torch.int8
+    np.testing.assert_array_equal(cache.view_labels(), ref.label.astype(np.int64))
+    # preload=cpu in one process: the store's own arrays, no copy
+    same = load_cache(store, index, load_config().stage2.data)
+    assert torch.equal(same.emb, cache.emb) and same.face.dtype == torch.bool
+
+
 def _probe(tmp_path, *extra):
     store = make_store(tmp_path / "store")
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else tmp_path
