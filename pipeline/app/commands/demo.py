@@ -205,7 +205,9 @@ def demo_command(args: argparse.Namespace) -> int:
         "predict_vs_cached_agreement": agreement})
     print(f"\nfiles: report {result['report']}; {res.run_dir}/eval/f1.csv, f1.md, confusion.png; "
           f"metrics {res.run_dir}/metrics.jsonl; contact sheet {out}/data/contact_sheet.png")
-    chosen = ", chosen on val" if cfg.stage2.train.keep == "best" else ""
+    selected = json.loads((res.run_dir / "stage2.json").read_text()).get("select_videos")
+    chosen = ((", chosen on held-out training videos" if selected else ", chosen on val")
+              if cfg.stage2.train.keep == "best" else "")
     summary(f"demo: macro-F1 {100 * report.macro_f1:.2f} on the official validation videos "
             f"(checkpoint of epoch {res.best_epoch}{chosen}; last epoch "
             f"{100 * (res.last_f1 or 0):.2f}) in {result['timings']['total_s']:.0f} s -> {out}")
