@@ -11,7 +11,9 @@ Zarr v3 directory, one per encoder::
                                       complete (written last: the completion marker)
 
 A store never mixes encoders: opening it for writing with another key fails. Readers load
-whole videos (or the whole store) at once; stage 2 never reads clips from Zarr.
+whole videos (or the whole store) at once; stage 2 never reads clips from Zarr: it picks its
+split from ``index`` (the layout, no embeddings), fills one array video by video (``load`` /
+``read_into``) or maps a consolidated copy (``pipeline.embcache``, keyed by ``fingerprint``).
 
 Several writers may share a store (ranks of one run, or separate runs): nothing a writer does
 deletes what another owns. The store is created idempotently under a store lock
