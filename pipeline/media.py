@@ -22,6 +22,19 @@ from pipeline.errors import InputError
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 # an mp4/mov whose index (moov atom, written at the end unless +faststart) was cut off
 MOOV_MISSING = "truncated or missing its index (moov atom)"
+# top-level ISO-BMFF box types an mp4/mov file starts with; anything else is not an mp4 at all
+_MP4_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid"}
+
+
+def moov_reason(path: str | Path, fallback: str) -> str:
+    """ffmpeg says "moov atom not found" for any file its mp4 demuxer cannot index, including
+    a text file named .mp4. Blame the index only when the file really starts like an mp4."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return fallback
+    return MOOV_MISSING if head[4:8] in _MP4_BOXES else fallback
 
 
 @functools.cache
@@ -71,7 +84,8 @@ def _stream_header(path: Path) -> tuple[int, int, float]:
     line = next((ln for ln in text.splitlines() if re.search(r"Stream #\S+.*: Video:", ln)), None)
     if line is None:
         if "moov atom not found" in text:
-            raise InputError(path, MOOV_MISSING)
+            raise InputError(path, moov_reason(path, "not a readable video (no video container "
+                                                     "header)"))
         reason = text.strip().splitlines()[-1] if text.strip() else "ffmpeg could not open it"
         if "At least one output file" in reason:
             reason = "no video stream"

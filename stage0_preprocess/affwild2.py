@@ -118,12 +118,13 @@ class IngestResult:
     failures: list[str]
 
 
-def ingest(root: str | Path, cfg: Config) -> IngestResult:
-    layout = discover(root)
+def ingest(root: str | Path | Layout, cfg: Config) -> IngestResult:
+    layout = root if isinstance(root, Layout) else discover(root)
+    where = next(iter(layout.annotation_dirs.values())).parent     # the EXPR* folder
     jobs = [(p, split) for split, d in layout.annotation_dirs.items() for p in sorted(d.glob("*.txt"))]
     if not jobs:
-        raise UsageError(f"{root}: annotation folders contain no <video>.txt files")
-    log.info("ingesting %d annotated videos from %s", len(jobs), root)
+        raise UsageError(f"{where}: annotation folders contain no <video>.txt files")
+    log.info("ingesting %d annotated videos from %s", len(jobs), where.parent)
 
     def run(path, split):
         try:

@@ -34,11 +34,12 @@ __all__ = ["run_videos", "ingest_affwild2", "merge_shards", "find_videos", "alig
 def ingest_affwild2(root: str | Path, out: str | Path, cfg: Config):
     """Official Aff-Wild2 crops + annotations -> ``out/manifest.parquet`` and ``summary.csv``.
     Returns ``(IngestResult, manifest path)``."""
-    from stage0_preprocess.affwild2 import ingest
+    from stage0_preprocess.affwild2 import discover, ingest
 
     out = Path(out)
+    layout = discover(root)                 # a bad root is a usage error before --out is made
     check_output_dir(out, "--out", 1 << 20, "manifest")
-    result = ingest(root, cfg)
+    result = ingest(layout, cfg)
     init_run_dir(out, cfg, "stage0")
     manifest = write_manifest(out / "manifest.parquet", result.frames)
     atomic_write(out / "summary.csv", lambda p: result.summary.to_csv(p, index=False))

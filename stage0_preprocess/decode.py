@@ -25,7 +25,7 @@ import ffmpeg
 import numpy as np
 
 from pipeline.errors import InputError
-from pipeline.media import MOOV_MISSING, check_readable, ffmpeg_exe
+from pipeline.media import MOOV_MISSING, check_readable, ffmpeg_exe, moov_reason
 
 _live: weakref.WeakSet = weakref.WeakSet()     # running ffmpeg decoders of this process
 
@@ -110,7 +110,10 @@ def iter_frames(path: str | Path) -> Iterator[Frame]:
         _live.discard(proc)
         reader.join(timeout=5)
     if rc != 0 or index == 0:
-        reason = _reason(tail) or ("no decodable video frames" if rc == 0 else f"ffmpeg exit {rc}")
+        reason = _reason(tail)
+        if reason == MOOV_MISSING:
+            reason = moov_reason(path, "no video container header")
+        reason = reason or ("no decodable video frames" if rc == 0 else f"ffmpeg exit {rc}")
         if index:
             raise InputError(path, f"decoding stopped after {index} frames ({reason})")
         raise InputError(path, f"not a readable video ({reason})")
