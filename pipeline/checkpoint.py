@@ -31,10 +31,11 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     with atomic_path(path) as tmp:
         try:
             save_file(state, str(tmp), metadata={"meta": json.dumps(meta, default=str)})
-        except SafetensorError as e:      # e.g. "IoError(Os { code: 28, ... })": name the file
-            code = re.search(r"code: (\d+)", str(e))
-            if code:
-                raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+        except SafetensorError as e:      # "... I/O error: No space left on device (os error 28)"
+            code = re.search(r"os error (\d+)|code: (\d+)", str(e))
+            if code:                      # an OSError naming the file, like every other write
+                n = int(code.group(1) or code.group(2))
+                raise OSError(n, os.strerror(n), str(path)) from None
             raise
     return Path(path)
 

@@ -589,30 +589,52 @@ def test_full_disk_during_stage0(demo, tmp_path):
 
 
 def test_full_disk_while_stage2_saves_then_resume(demo, tmp_path, monkeypatch, capsys):
-    """The training state's write fails with ENOSPC at a random epoch: one line, the last good
-    checkpoint is kept (exit 1; exit 2 when none was written yet), and --resume once there is
-    room ends with the uninterrupted run's weights."""
+    """The disk fills while a training run saves, at a random epoch, in the training state's
+    write or in the checkpoint's (safetensors' own error, as it reads on a full tmpfs): one line
+    naming the file, the last good checkpoint is kept (exit 1; exit 2 when none was written yet),
+    and --resume once there is room ends with the uninterrupted run's weights."""
     import errno
     from pathlib import Path as _P
 
+    import safetensors.torch
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    fail_at = int(demo["rng"].integers(1, 4))           # the epoch whose train state fails
-    real, calls = _P.write_bytes, [0]
+    rng = demo["rng"]
+    which = str(rng.choice(["train_state.pt", "checkpoint.safetensors"]))
+    best, saves = -1.0, 0                     # the reference run saved its checkpoint this often
+    for row in (demo["run"] / "metrics.jsonl").read_text().splitlines():
+        score = json.loads(row)["val_macro_f1"]
+        saves, best = (saves + 1, score) if score > best else (saves, best)
+    fail_at = int(rng.integers(1, (saves if which == "checkpoint.safetensors" else 4) + 1))
+    print(f"fault: ENOSPC at write {fail_at} of {which}")
+    real_write, real_save, calls = _P.write_bytes, safetensors.torch.save_file, [0]
 
-    def full(self, data):
+    def write_bytes(self, data):
         if self.name.startswith(".train_state.pt."):
             calls[0] += 1
             if calls[0] == fail_at:
                 raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, data)
+        return real_write(self, data)
+
+    def save_file(tensors, filename, metadata=None):
+        calls[0] += 1
+        if calls[0] == fail_at:
+            raise SafetensorError("Error while serializing: I/O error: No space left on device "
+                                  "(os error 28)")
+        return real_save(tensors, filename, metadata=metadata)
 
     run = tmp_path / "run"
-    monkeypatch.setattr(_P, "write_bytes", full)
+    if which == "train_state.pt":
+        monkeypatch.setattr(_P, "write_bytes", write_bytes)
+    else:
+        import pipeline.checkpoint
+
+        monkeypatch.setattr(pipeline.checkpoint, "save_file", save_file)
     rc, _, err = run_inproc("stage2", "train", "--store", demo["store"], "--out", run, *SMALL_S2,
                             "stage2.train.epochs=4", capsys=capsys)
     monkeypatch.undo()
-    line = assert_one_line(err, "stage2 train stopped", f"{run / 'train_state.pt'}: No space left on device")
+    line = assert_one_line(err, "stage2 train stopped", f"{run / which}: No space left on device")
     assert rc == (1 if (run / "checkpoint.safetensors").exists() else 2)
     if rc == 1:
         assert "--resume continues from it" in line
