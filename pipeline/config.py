@@ -299,7 +299,7 @@ VNAW_FORMS: dict[str, dict[str, Any]] = {
 
 class VNAWConfig(NAWWeightConfig):
     enabled: bool = True
-    form: Literal["paper", "frame_detached"] = "paper"
+    form: Literal["paper", "frame_detached"] = "frame_detached"
 
 
 class Stage2LossConfig(_Strict):

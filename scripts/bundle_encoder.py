@@ -61,7 +61,6 @@ decisions about people.
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
     from safetensors.torch import save_file
 
     from pipeline.checkpoint import load_checkpoint

@@ -108,7 +108,7 @@ def test_defect5_resume_from_a_pickled_train_state_through_the_cli(tmp_path, cap
     (run / "train_state.pt").write_bytes(pickle.dumps({"model": _Payload(), "epoch": 0}))
     rc, _, err = run_inproc("stage2", "train", "--resume", "--out", run, capsys=capsys)
     assert rc == 2
-    line = assert_one_line(err, str(run / "train_state.pt"), "not a training state")
+    assert_one_line(err, str(run / "train_state.pt"), "not a training state")
     assert "weights_only" not in err
 
 

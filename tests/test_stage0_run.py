@@ -25,7 +25,7 @@ VIDEOS = SHARED / "assets" / "videos"
 SCRFD = SHARED / "assets" / "detectors" / "scrfd_500m_bnkps.onnx"
 DETECTORS = {
     "retinaface": [],   # the bundled Pytorch_Retinaface export, own decoder
-    "scrfd": [f"stage0.detector.name=scrfd", f"stage0.detector.onnx={SCRFD}"],
+    "scrfd": ["stage0.detector.name=scrfd", f"stage0.detector.onnx={SCRFD}"],
 }
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not VIDEOS.is_dir(), reason="../shared/assets/videos not found")]

@@ -112,9 +112,6 @@ def ingested(affwild2_tree, tmp_path):
 
 @pytest.mark.slow
 def test_two_gloo_ranks_write_the_same_store_as_one(ingested, tmp_path):
-    import shutil
-    import sys
-
     one = tmp_path / "one"
     r = _cli("stage1", "embed", "--manifest", ingested, "--store", one, *TINY_SWIN)
     assert r.returncode == 0, r.stderr[-2000:]

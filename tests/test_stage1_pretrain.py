@@ -278,9 +278,6 @@ def test_resume_continues_exactly(tmp_path):
 
 @pytest.mark.slow
 def test_two_gloo_ranks_pretrain(tmp_path):
-    import shutil
-    import sys
-
     raf = make_rafdb(tmp_path / "raf", n_train=4)
     from tests.conftest import TORCHRUN as torchrun
     r = _train(tmp_path / "ddp", raf, "stage1.train.epochs=2", launcher=torchrun)

@@ -5,7 +5,6 @@ on localhost, gloo, 2 ranks each — ends with the checkpoint of one launch of 4
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest

@@ -1,7 +1,6 @@
 """Stage 2 through the CLI on a small synthetic store: training, evaluation outputs, DDP
 equivalence, resume, NaN handling, bad stores, k-fold and ablation reports."""
 import json
-import shutil
 import subprocess
 import sys
 
@@ -173,13 +172,13 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(store, tmp_path
 def test_bad_stores_and_runs(store, tmp_path, trained):
     run, _ = trained
     # a store missing the run's validation videos: the error lists them
-    partial = EmbeddingStore.create_or_open(tmp_path / "partial", "synthkey", {}, 16)
+    EmbeddingStore.create_or_open(tmp_path / "partial", "synthkey", {}, 16)
     r = cli("stage2", "eval", "--run", run, "--store", tmp_path / "partial")
     assert r.returncode == 2 and "3 val video(s) of the run are missing from the store: v06, v07, v08" in r.stderr
-    other = EmbeddingStore.create_or_open(tmp_path / "other", "otherkey", {}, 16)
+    EmbeddingStore.create_or_open(tmp_path / "other", "otherkey", {}, 16)
     r = cli("stage2", "eval", "--run", run, "--store", tmp_path / "other")
     assert r.returncode == 2 and "differs from the run's synthkey" in r.stderr
-    wrong_dim = EmbeddingStore.create_or_open(tmp_path / "dim", "synthkey", {}, 8)
+    EmbeddingStore.create_or_open(tmp_path / "dim", "synthkey", {}, 8)
     r = cli("stage2", "eval", "--run", run, "--store", tmp_path / "dim")
     assert r.returncode == 2 and "embedding dim 8 does not match the model's input 16" in r.stderr
     r = cli("stage2", "eval", "--run", tmp_path)
