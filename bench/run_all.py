@@ -16,10 +16,14 @@ store), balance (largest / mean shard frames). A suite that fails is reported in
 the exit code is 1; the others still run.
 
 Load: the 1-minute load average is recorded before and after each suite and sampled every 5 s
-while it runs (``load_before``, ``load_after``, ``load`` = the largest, on every row). A row whose suite ran under a load above
-(cores + 0.5) is marked invalid: its figure is not a measurement of this code (other work shared
-the cores), so it is neither a hit nor a miss of its target. Figures the load cannot change
-(bytes, FLOPs, memory, F1 scores, a partition: rows with ``load_independent``) stay valid.
+while it runs (``load_before``, ``load_after``, ``load`` = the largest, on every row), and the
+runnable threads of every process outside the suite's process tree are counted every second
+(``other_load`` = their mean). The load average counts the suite's own threads too (stage 0 with
+2 jobs lifts it above 3 on 2 cores by itself), so ``other_load`` decides: above 0.5 (other work
+took more than half a core) the suite's rows are marked invalid: not a measurement of this code,
+neither a hit nor a miss of a target. Without /proc a load above cores + 0.5 does. Figures the
+load cannot change (bytes, FLOPs, memory, F1 scores, a partition: rows with
+``load_independent``) stay valid.
 """
 from __future__ import annotations
 
@@ -90,32 +94,91 @@ def run_child(name: str, results: Path, argv: list[str]) -> None:
 
 
 def busy_limit() -> float:
-    """The 1-min load average above which a measurement is invalid: cores + 0.5."""
+    """The 1-min load average above which the machine counts as busy: cores + 0.5."""
     return (os.cpu_count() or 1) + 0.5
 
 
-def mark_load(rows: list[dict], before: float, after: float, peak: float = 0.0) -> list[dict]:
-    """Every row of a suite gets the load it ran under (the larger of the load before and after
-    the suite and the highest sampled while it ran) and whether that leaves it valid."""
+# At most this many runnable threads of *other* processes, on average over a suite, leave its
+# rows valid: other work took at most half a core.
+OTHER_LIMIT = 0.5
+
+
+def mark_load(rows: list[dict], before: float, after: float, peak: float = 0.0,
+              other: float | None = None) -> list[dict]:
+    """Every row of a suite gets the load it ran under and whether that leaves it valid.
+
+    ``load`` is the larger of the 1-min load average before and after the suite and the highest
+    sampled while it ran. The load average cannot tell a suite's own threads from other work (a
+    stage-0 run with 2 jobs, each with decoder and ONNX threads, lifts it above 3 on 2 cores by
+    itself), so when ``other`` -- the mean number of runnable threads outside the suite's process
+    tree, sampled while it ran -- is known, a row is valid when it is at most ``OTHER_LIMIT``;
+    without it (no /proc), when ``load`` is at most cores + 0.5. Figures the load cannot change
+    (``load_independent``) stay valid either way."""
     load = max(before, after, peak)
+    busy = (other > OTHER_LIMIT) if other is not None else load > busy_limit()
     for r in rows:
         r.update(load=round(load, 2), load_before=round(before, 2), load_after=round(after, 2),
-                 valid=load <= busy_limit() or bool(r.get("load_independent")))
+                 other_load=None if other is None else round(other, 2),
+                 valid=not busy or bool(r.get("load_independent")))
     return rows
 
 
+def _proc_table() -> dict[int, tuple[int, list[str]]]:
+    """pid -> (parent pid, states of its threads) from /proc (Linux)."""
+    table = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            states = []
+            for t in os.listdir(f"/proc/{d}/task"):
+                with open(f"/proc/{d}/task/{t}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            table[int(d)] = (ppid, states)
+        except (OSError, IndexError, ValueError):   # the process ended while being read
+            continue
+    return table
+
+
+def other_runnable(root: int) -> int:
+    """Runnable threads of processes outside ``root``'s process tree, right now."""
+    table = _proc_table()
+    ours, changed = {root}, True
+    while changed:
+        changed = False
+        for pid, (ppid, _) in table.items():
+            if ppid in ours and pid not in ours:
+                ours.add(pid)
+                changed = True
+    return sum(st.count("R") for pid, (_, st) in table.items() if pid not in ours)
+
+
 class LoadWatch:
-    """Samples the 1-min load average every ``every`` s in a thread; ``peak`` is the highest."""
+    """Samples, in a thread, the 1-min load average every ``every`` s (``peak`` = the highest)
+    and the runnable threads of other processes every second (``other`` = their mean; None
+    without /proc)."""
 
     def __init__(self, every: float = 5.0):
         self.peak, self._every = 0.0, every
+        self._others: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    @property
+    def other(self) -> float | None:
+        return sum(self._others) / len(self._others) if self._others else None
+
     def _run(self):
+        tick = 0
         while not self._stop.is_set():
-            self.peak = max(self.peak, os.getloadavg()[0])
-            self._stop.wait(self._every)
+            if tick % max(1, round(self._every)) == 0:
+                self.peak = max(self.peak, os.getloadavg()[0])
+            if os.path.isdir("/proc/self/task"):
+                self._others.append(other_runnable(os.getpid()))
+            tick += 1
+            self._stop.wait(1.0)
 
     def __enter__(self):
         self._thread.start()
@@ -161,44 +224,49 @@ def ratio(r: dict) -> float | None:
 def markdown(rows: list[dict], runs: dict[str, tuple], command: str, git_sha: str,
              load: str = "") -> str:
     """The results table. ``runs``: suite -> (seconds, error) or (seconds, error, load before,
-    load after)."""
+    load after[, other processes' mean runnable threads])."""
     invalid = [r for r in rows if r.get("valid") is False]
     lines = [
         "# Benchmark results",
         "",
         f"`{command}` at commit `{git_sha}`, {_dt.date.today().isoformat()}{load}. "
         "Ratio = measured / target (target / measured where lower is better): ≥ 1 meets the target. "
-        f"Load = the 1-minute load average around the row's suite; above cores + 0.5 "
-        f"({busy_limit():g} here) the row is **invalid** (other work shared the cores: neither a hit "
-        "nor a miss); rows marked n/a are figures the load cannot change. How each figure is measured: the docstring of its `bench/*.py`; what they "
+        "Load = the 1-minute load average around the row's suite (its own threads included); "
+        "other = the mean number of runnable threads of other processes while it ran, sampled "
+        f"every second: above {OTHER_LIMIT:g} (other work took more than half a core; without "
+        f"/proc: a load above cores + 0.5 = {busy_limit():g}) the row is **invalid**, neither a hit "
+        "nor a miss; rows marked n/a are figures the load cannot change. How each figure is measured: the docstring of its `bench/*.py`; what they "
         "imply at dataset scale: [docs/scaling.md](../docs/scaling.md).",
         "",
     ]
     if invalid:
         lines += [f"{len(invalid)} of {len(rows)} rows invalid (measured under load).", ""]
-    lines += ["| figure | target | measured | unit | ratio | load | machine |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| figure | target | measured | unit | ratio | load | other | machine |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tgt = "—" if r.get("target") is None else f"{'≤' if r['lower_is_better'] else '≥'} {fmt(r['target'])}"
         q = ratio(r)
         rq = "—" if q is None else f"{q:.2f} {'✓' if q >= 1 else '✗'}"
+        other = r.get("other_load")
         if r.get("valid") is False:
-            rq = f"invalid (load {r['load']:.1f} > {busy_limit():g})"
+            rq = (f"invalid (other {other:.2f} > {OTHER_LIMIT:g})" if other is not None
+                  else f"invalid (load {r['load']:.1f} > {busy_limit():g})")
         ld = "—" if r.get("load") is None else f"{r['load']:.1f}"
         if r.get("load_independent") and ld != "—":
             ld += " (n/a)"
         lines.append(f"| {r['figure']} | {tgt} | {fmt(r['measured'])} | {r['unit']} | {rq} | {ld} | "
-                     f"{r['machine']} |")
+                     f"{'—' if other is None else f'{other:.2f}'} | {r['machine']} |")
     have = {r["figure"] for r in rows}
     for fig, (target, lower, unit) in GPU_ONLY.items():
         if fig not in have:
             lines.append(f"| {fig} | {'≤' if lower else '≥'} {fmt(target)} | not measured | {unit} | — | — | "
-                         "needs a CUDA device: `python -m bench.run_all --gpu` |")
-    lines += ["", "| suite | seconds | load before → after | status |", "|---|---|---|---|"]
+                         "— | needs a CUDA device: `python -m bench.run_all --gpu` |")
+    lines += ["", "| suite | seconds | load before → after | other | status |", "|---|---|---|---|---|"]
     for name, run in runs.items():
         seconds, error = run[0], run[1]
         ld = f"{run[2]:.1f} → {run[3]:.1f}" if len(run) > 3 else "—"
-        lines.append(f"| {name} | {seconds:.0f} | {ld} | {error or 'ok'} |")
+        ot = f"{run[4]:.2f}" if len(run) > 4 and run[4] is not None else "—"
+        lines.append(f"| {name} | {seconds:.0f} | {ld} | {ot} | {error or 'ok'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -241,11 +309,13 @@ def main(argv=None) -> int:
         with LoadWatch() as watch:
             got, seconds, error = run_suite(name, sargs, out_dir)
         after = os.getloadavg()[0]
-        rows += mark_load(got, before, after, watch.peak)
-        runs[name] = (seconds, error, before, after)
-        if max(before, after, watch.peak) > busy_limit():
-            print(f"== {name}: 1-min load {before:.1f} -> {after:.1f} (peak {watch.peak:.1f}) on "
-                  f"{os.cpu_count()} cores: its rows are invalid", flush=True)
+        rows += mark_load(got, before, after, watch.peak, watch.other)
+        runs[name] = (seconds, error, before, after, watch.other)
+        other = "n/a" if watch.other is None else f"{watch.other:.2f}"
+        print(f"== {name}: 1-min load {before:.1f} -> {after:.1f} (peak {watch.peak:.1f}) on "
+              f"{os.cpu_count()} cores; other processes' runnable threads {other} on average"
+              + (": its rows are invalid" if any(r.get("valid") is False for r in got) else ""),
+              flush=True)
     (out_dir / "results.partial.json").unlink(missing_ok=True)
     (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     command = "python -m bench.run_all" + "".join(

@@ -162,6 +162,7 @@ def heads_command(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     table = compare_heads(args.store, args.out, cfg, args.seeds)
     print(to_markdown(table.reset_index(names="row")))
-    summary(f"stage2 heads: {len(HEADS_ROWS)} rows from 2 heads x {args.seeds} seed(s) -> "
+    summary(f"stage2 heads: {len(HEADS_ROWS)} rows from 3 models (flat, CFC two networks, CFC "
+            f"shared trunk) x {args.seeds} seed(s) -> "
             f"{args.out}/heads.md")
     return EXIT_OK

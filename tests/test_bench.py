@@ -36,7 +36,7 @@ def test_table_lists_every_figure_with_ratios_oriented_to_the_target():
     assert "3,300" in table["stage1 swin_base bf16 channels-last forward, frames/s"]
     # the GPU-only figure not measured here is listed as such; a failed suite shows its error
     assert "not measured" in table["stage2 GPU epoch over 600k x 1024 frames, s"]
-    assert "| stage2 | 3 | — | exit code 1 |" in md
+    assert "| stage2 | 3 | — | — | exit code 1 |" in md
 
 
 def test_rows_of_a_suite_run_under_load_are_invalid_not_misses():
@@ -52,7 +52,37 @@ def test_rows_of_a_suite_run_under_load_are_invalid_not_misses():
     md = run_all.markdown(calm + busy, {"s": (5.0, None, 0.1, limit + 1)}, "cmd", "abc")
     table = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
     assert "2.00 ✓" in table["calm"] and "invalid (load" in table["busy"] and "✗" not in table["busy"]
-    assert "1 of 2 rows invalid" in md and f"| s | 5 | 0.1 → {limit + 1:.1f} | ok |" in md
+    assert "1 of 2 rows invalid" in md and f"| s | 5 | 0.1 → {limit + 1:.1f} | — | ok |" in md
+    # with the other processes' runnable threads known, they decide, not the suite's own load
+    own = run_all.mark_load([_row("own", 4.0, target=2.0)], 0.1, limit + 2, limit + 2, other=0.2)
+    foreign = run_all.mark_load([_row("foreign", 4.0, target=2.0)], 0.1, 0.3, 0.4, other=1.3)
+    assert own[0]["valid"] and own[0]["other_load"] == 0.2
+    assert not foreign[0]["valid"]
+    md = run_all.markdown(own + foreign, {"s": (5.0, None, 0.1, 0.3, 1.3)}, "cmd", "abc")
+    assert "invalid (other 1.30 > 0.5)" in md and "| s | 5 | 0.1 → 0.3 | 1.30 | ok |" in md
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_other_runnable_threads_leave_out_the_suites_own_process_tree():
+    """A busy process counts as other work unless it descends from the root being measured."""
+    import subprocess
+    import time
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.5)
+        diffs = []
+        for _ in range(6):
+            # the busy loop is a child of this process: ours here, other work for the sleeper
+            diffs.append(run_all.other_runnable(sleeper.pid) - run_all.other_runnable(os.getpid()))
+            time.sleep(0.1)
+        assert sum(d >= 1 for d in diffs) >= 4, diffs
+    finally:
+        busy.kill()
+        sleeper.kill()
+        busy.wait()
+        sleeper.wait()
 
 
 def test_gpu_only_figures_are_the_names_the_benchmarks_write():
