@@ -134,11 +134,12 @@ def test_run_all_quick_has_the_rows_of_items_1_to_4_and_every_suite(tmp_path):
                  "linear_probe: per-frame logistic regression, val macro-F1"):
         assert any(part in f for f in figures), part
     for x in rows:
-        assert {"load", "load_before", "load_after", "valid"} <= set(x) and x["measured"] is not None
+        assert {"load", "load_before", "load_after", "other_load", "valid"} <= set(x)
+        assert x["measured"] is not None
         if "target" in x and x["target"] == 1.3:       # the memory rows: load cannot change them
             assert x["lower_is_better"] and x["load_independent"] and x["valid"]
     md = (tmp_path / "results.md").read_text()
-    assert "| suite | seconds | load before → after | status |" in md
+    assert "| suite | seconds | load before → after | other | status |" in md
     for suite in ("balance", "scale", "crops", "linear_probe"):
         assert f"| {suite} |" in md
 
