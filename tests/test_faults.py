@@ -99,12 +99,18 @@ def test_defect5_pickled_train_state_is_one_line_and_never_suggests_unsafe_loadi
         resume_train_state(tmp_path, model, opt, sched)
 
 
-def test_defect5_resume_from_a_pickled_train_state_through_the_cli(tmp_path, capsys):
-    store = make_store(tmp_path / "store", n_train=2, n_val=1)
+def _small_run(tmp_path, capsys, n_train: int, epochs: int):
+    """A small store and a finished stage-2 run on it: (store, run dir)."""
+    store = make_store(tmp_path / "store", n_train=n_train, n_val=1)
     run = tmp_path / "run"
     rc, _, _ = run_inproc("stage2", "train", "--store", store, "--out", run, *SMALL_S2,
-                          "stage2.train.epochs=1", capsys=capsys)
+                          f"stage2.train.epochs={epochs}", capsys=capsys)
     assert rc == 0
+    return store, run
+
+
+def test_defect5_resume_from_a_pickled_train_state_through_the_cli(tmp_path, capsys):
+    store, run = _small_run(tmp_path, capsys, n_train=2, epochs=1)
     (run / "train_state.pt").write_bytes(pickle.dumps({"model": _Payload(), "epoch": 0}))
     rc, _, err = run_inproc("stage2", "train", "--resume", "--out", run, capsys=capsys)
     assert rc == 2
@@ -236,11 +242,7 @@ def test_defect8_stage2_and_inspect_refuse_a_partial_store_unless_allowed(tmp_pa
 
 def test_defect7_training_into_an_existing_run_needs_resume_or_overwrite(tmp_path, capsys):
     """Issue 15, defect 7: a new run appended its metrics to the old run's and kept its eval/."""
-    store = make_store(tmp_path / "store", n_train=3, n_val=1)
-    run = tmp_path / "run"
-    rc, _, _ = run_inproc("stage2", "train", "--store", store, "--out", run, *SMALL_S2,
-                          "stage2.train.epochs=2", capsys=capsys)
-    assert rc == 0
+    store, run = _small_run(tmp_path, capsys, n_train=3, epochs=2)
     before = (run / "metrics.jsonl").read_text()
     (run / "eval" / "stale.txt").write_text("from the old run")
     (run / "notes.txt").write_text("mine")
