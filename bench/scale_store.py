@@ -8,7 +8,9 @@ frames x ``--dim`` (default 2.8 M x 1024, the size of Aff-Wild2's EXPR frames th
 2. In a fresh process: ``EmbeddingStore.load()`` of the whole store. Reported: seconds, peak RSS.
 3. ``fer-pipeline stage2 train`` for one epoch on CPU with a small temporal model (``SMALL``; the
    epoch covers every training frame once, then the val split is scored with sliding windows),
-   ``preload: cpu``, as 1 process and as ``--ranks`` (4) torchrun ranks on this node. Reported:
+   ``preload: cpu``, as 1 process and as ``--ranks`` (4) ranks on this node (``--nproc``; once
+   more started by torchrun for comparison), with the same global batch (``BATCH`` clips per
+   step, split over the ranks). Reported:
    peak memory of the process tree / the fp16 embedding bytes (target <= 1.3 for both), epoch
    seconds, wall seconds; and the same runs on a store a tenth the size (at most 50,000 frames):
    the slope between the two, memory per extra embedding byte, is what grows with the store
@@ -54,6 +56,7 @@ GIB = 2**30
 SMALL = ["stage2.model.d_model=64", "stage2.model.layers=1", "stage2.model.heads=1",
          "stage2.model.ff=128", "stage2.train.epochs=1", "stage2.train.warmup_epochs=0",
          "device=cpu"]
+BATCH = 64   # clips per optimizer step in every run; ranks split it (same training as 1 process)
 # Aff-Wild2-like label shares (Neutral and Other dominate, Fear/Disgust rare)
 CLASS_SHARE = np.array([0.30, 0.05, 0.03, 0.03, 0.15, 0.10, 0.07, 0.27])
 
@@ -227,17 +230,21 @@ def measure_load(store: Path) -> tuple[Measured, dict]:
     return m, json.loads(m.stdout.strip().splitlines()[-1])
 
 
-def train_cmd(store: Path, run: Path, ranks: int, extra: list[str] = ()) -> list[str]:
-    launcher = [sys.executable, "-m"] if ranks == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m"]
-    return launcher + ["pipeline", "stage2", "train", "--store", str(store), "--out", str(run),
-                       *SMALL, *extra]
+def train_cmd(store: Path, run: Path, ranks: int, extra: list[str] = (), launcher: str = "nproc") -> list[str]:
+    """``stage2 train`` as 1 process, or as ``ranks`` local ranks self-spawned (``--nproc``: the
+    ranks fork from one server and share torch's pages) or started by torchrun (fresh
+    interpreters); the global batch is ``BATCH`` clips either way."""
+    torchrun = ["torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m"]
+    return [sys.executable, "-m", *(torchrun if ranks > 1 and launcher == "torchrun" else []),
+            "pipeline", "stage2", "train", "--store", str(store), "--out", str(run),
+            *(["--nproc", str(ranks)] if ranks > 1 and launcher == "nproc" else []),
+            *SMALL, f"stage2.train.batch_size={BATCH // ranks}", *extra]
 
 
-def measure_train(store: Path, run: Path, ranks: int = 1, extra: list[str] = (),
-                  cgroup: Path | None = None, check: bool = True) -> tuple[Measured, dict | None]:
-    env = {**os.environ, "FER_NO_PROGRESS": "1"}
-    m = run_measured(train_cmd(store, run, ranks, list(extra)), env, cgroup)
+def measure_train(store: Path, run: Path, ranks: int = 1, extra: list[str] = (), cgroup: Path | None = None,
+                  check: bool = True, launcher: str = "nproc") -> tuple[Measured, dict | None]:
+    m = run_measured(train_cmd(store, run, ranks, list(extra), launcher),
+                     {**os.environ, "FER_NO_PROGRESS": "1"}, cgroup)
     if m.rc != 0:
         if check:
             raise RuntimeError(f"stage2 train on {store} failed:\n{m.stderr[-3000:]}")
@@ -361,6 +368,12 @@ def main(argv=None) -> list[dict]:
                 row(f"scale: stage2 train peak memory, {args.ranks} local ranks / 1 process ({size})",
                     many.pss_peak / one.pss_peak, "x", lower_is_better=True, timing=False, ranks=args.ranks, **info),
             ]
+            # the same ranks started by torchrun: fresh interpreters, each with its own torch
+            tr, _ = measure_train(store, root / "run_torchrun", ranks=args.ranks, launcher="torchrun")
+            rows.append(row(f"scale: stage2 train peak memory (PSS summed over the tree) / fp16 "
+                            f"embedding bytes, {args.ranks} local ranks started by torchrun ({size})",
+                            tr.pss_peak / emb, "x", lower_is_better=True, timing=False,
+                            pss_gib=round(tr.pss_peak / GIB, 3), ranks=args.ranks, launcher="torchrun", **info))
         if not args.no_mmap:
             mmap = ["stage2.data.preload=mmap", f"stage2.data.cache_dir={root / 'cache'}"]
             first, _ = measure_train(store, root / "run_mmap_build", extra=mmap)

@@ -232,7 +232,7 @@ def launch_ranks(args: argparse.Namespace, worker) -> int:
     if args.nproc > 1 and not distributed.launched_by_torchrun():
         import multiprocessing as mp
 
-        code = mp.get_context("spawn").Value("i", 0)
+        code = mp.get_context(distributed.START_METHOD).Value("i", 0)
         distributed.spawn(_rank_main, args.nproc, (worker, args, code))
         return int(code.value)
     try:

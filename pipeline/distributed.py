@@ -173,38 +173,87 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawned(local_rank: int, nproc: int, port: int, fn: Callable, args: tuple) -> None:
+def _spawned(local_rank: int, nproc: int, port: int, fn: Callable, args: tuple, errors) -> None:
     os.environ.update({"RANK": str(local_rank), "LOCAL_RANK": str(local_rank),
                        "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
                        "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)})
-    if "OMP_NUM_THREADS" not in os.environ:   # share the cores instead of oversubscribing them
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
     try:
+        if "OMP_NUM_THREADS" not in os.environ:   # share the cores instead of oversubscribing them
+            import torch
+
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
         fn(*args)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            errors.put((local_rank, "SystemExit", [f"exit code {e.code}"]))
+        raise
+    except BaseException as e:       # the parent raises it as one line
+        errors.put((local_rank, type(e).__name__, str(e).strip().splitlines()[-1:] or [""]))
+        if not isinstance(e, Exception):
+            raise
+        sys.exit(1)
     finally:
         cleanup()
 
 
+# Self-spawned ranks are forked by a fork server that has imported torch and the worker's
+# module but run nothing (no OpenMP pool, no CUDA context: safe to fork). The ranks then share
+# the server's pages copy-on-write: torch's import alone is ~280 MiB of private memory per
+# process with the CUDA build, paid once per node instead of once per rank (torchrun's ranks
+# are fresh interpreters and each pays it; the launching process here never imports torch).
+# The server freezes its objects last (pipeline/forkserver_preload.py) so the ranks' garbage
+# collector leaves those pages shared.
+START_METHOD = "forkserver"
+
+
 def spawn(fn: Callable, nproc: int, args: tuple = ()) -> None:
-    """Run ``fn(*args)`` in ``nproc`` processes forming one group on this machine."""
-    import torch.multiprocessing as mp
+    """Run ``fn(*args)`` in ``nproc`` processes forming one group on this machine. When one
+    fails, the others are stopped and its error is raised here (a UsageError or RunFailed as
+    itself, anything else as RunFailed naming it)."""
+    import multiprocessing
+    from multiprocessing.connection import wait
 
     from pipeline.errors import RunFailed, UsageError
 
+    ctx = multiprocessing.get_context(START_METHOD)
+    ctx.set_forkserver_preload(["torch", "pipeline.distributed", fn.__module__,
+                                "pipeline.forkserver_preload"])
+    errors = ctx.SimpleQueue()
+    port = free_port()
+    procs = [ctx.Process(target=_spawned, args=(r, nproc, port, fn, args, errors), name=f"rank{r}")
+             for r in range(nproc)]
+    for p in procs:
+        p.start()
     try:
-        mp.start_processes(_spawned, args=(nproc, free_port(), fn, args), nprocs=nproc,
-                           start_method="spawn", join=True)
-    except mp.ProcessRaisedException as e:
-        # re-raise a worker's own error (its last traceback line) in the parent
-        last = str(e).strip().splitlines()[-1]
-        kind, _, msg = last.partition(": ")
+        running = list(procs)
+        while running:
+            wait([p.sentinel for p in running])
+            running = [p for p in running if p.exitcode is None]
+            failed = [p for p in procs if p.exitcode not in (None, 0)]
+            if failed:
+                break
+    finally:
+        for p in procs:                      # a failed rank leaves the others in a collective
+            if p.exitcode is None:
+                p.terminate()
+        for p in procs:
+            p.join()
+    reports = []
+    while not errors.empty():
+        reports.append(errors.get())
+    bad = [p for p in procs if p.exitcode not in (0, None)]
+    if not bad and not reports:
+        return
+    if reports:
+        rank, kind, last = min(reports)
+        msg = last[0] if last else ""
         for exc in (UsageError, RunFailed):
-            if kind.endswith(exc.__name__):
-                raise exc(msg) from None
-        raise RunFailed(f"a worker process failed: {last}") from None
+            if kind == exc.__name__:
+                raise exc(msg)
+        raise RunFailed(f"a worker process failed (rank {rank}): {kind}: {msg}")
+    codes = ", ".join(f"rank {p.name[4:]} exit code {p.exitcode}" for p in bad)
+    raise RunFailed(f"a worker process died: {codes}")
 
 
 def quiet_non_primary() -> None:
