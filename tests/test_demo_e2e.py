@@ -79,7 +79,10 @@ def test_demo_end_to_end(tmp_path):
         assert (out / "predict" / f"{name}_timeline.png").is_file()
         sub = (out / "predict" / f"{name}_submission.txt").read_text().splitlines()
         assert sub[0].startswith("image_location,Neutral") and len(sub) == 1 + len(pd.read_csv(out / "predict" / f"{name}.csv"))
-    assert "d19.mp4: 250 frames" in proc.stdout
+    assert "d19.mp4 (the bundled real-face encoder, frame level): 250 frames" in proc.stdout
+    # the real video is predicted by the real-face encoder: its broad smiles come out Happiness
+    smiles = d19[d19.frame.isin([*range(160, 177), *range(232, 251)]) & d19.has_face]
+    assert (smiles.smoothed_label_name == "Happiness").mean() > 0.8
 
     # a second run reuses the data, the manifest's crops and the complete store entries
     again = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(out), "--folds",

@@ -243,7 +243,7 @@ class Predictor:
                             fps=fps, pred=fr["smoothed_label"].to_numpy(),
                             face=fr["has_face"].to_numpy(), thumbnails=_thumbnails(stage0_dir, res),
                             pred_name=f"smoothed\nlabel ({self.smooth_window} f)",
-                            title=f"{Path(res.path).name}: {_dominant(fr)} (smoothed label; "
+                            title=f"{Path(res.path).name}: {label_shares(fr)} (smoothed label; "
                                   f"{'frame-level encoder' if self.kind == 'stage1' else 'temporal model'})")
         return {"csv": csv, "submission": sub, "timeline": png}
 
@@ -255,7 +255,8 @@ def _fps(times: np.ndarray) -> float | None:
     return float((len(t) - 1) / (t[-1] - t[0]))
 
 
-def _dominant(frames: pd.DataFrame) -> str:
+def label_shares(frames: pd.DataFrame) -> str:
+    """The smoothed labels of the face frames, most frequent first: 'Happiness 65%, Neutral 35%'."""
     counts = frames.loc[frames["has_face"], "smoothed_label"].value_counts()
     if counts.empty:
         return "no face found"
@@ -302,7 +303,7 @@ def predict_command(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(pred.cfg.artifacts_dir) / "predict" / pred.run_dir.resolve().name)
     res = pred.predict(videos, out)
     for v in res.videos:
-        print(f"{v.name}: {len(v.frames)} frames, face in {v.face_pct:.1f}%, {_dominant(v.frames)}"
+        print(f"{v.name}: {len(v.frames)} frames, face in {v.face_pct:.1f}%, {label_shares(v.frames)}"
               f" -> {v.files.get('csv')}")
     write_json_summary(res)
     failed = f" (errors above; listed in {out / 'predict_summary.json'})" if res.failures else ""
