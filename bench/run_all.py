@@ -222,14 +222,15 @@ def ratio(r: dict) -> float | None:
 
 
 def markdown(rows: list[dict], runs: dict[str, tuple], command: str, git_sha: str,
-             load: str = "") -> str:
+             load: str = "", header: str | None = None) -> str:
     """The results table. ``runs``: suite -> (seconds, error) or (seconds, error, load before,
-    load after[, other processes' mean runnable threads])."""
+    load after[, other processes' mean runnable threads]). ``header``: the sentence saying what
+    produced the table (default: ``command`` at ``git_sha``, today, ``load``)."""
     invalid = [r for r in rows if r.get("valid") is False]
     lines = [
         "# Benchmark results",
         "",
-        f"`{command}` at commit `{git_sha}`, {_dt.date.today().isoformat()}{load}. "
+        (header or f"`{command}` at commit `{git_sha}`, {_dt.date.today().isoformat()}{load}") + ". "
         "Ratio = measured / target (target / measured where lower is better): ≥ 1 meets the target. "
         "Load = the 1-minute load average around the row's suite (its own threads included); "
         "other = the mean number of runnable threads of other processes while it ran, sampled "
@@ -270,6 +271,34 @@ def markdown(rows: list[dict], runs: dict[str, tuple], command: str, git_sha: st
     return "\n".join(lines) + "\n"
 
 
+def read_suite_runs(md: str) -> dict[str, tuple]:
+    """The suite table of a results.md written by :func:`markdown`: suite -> (seconds, error,
+    load before, load after, other) (``None`` where it shows a dash)."""
+    runs = {}
+    for line in md.split("| suite | seconds |", 1)[-1].splitlines()[2:] if "| suite | seconds |" in md else []:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5:
+            continue
+        name, seconds, ld, other, status = cells
+        before, _, after = ld.partition(" → ")
+        num = (lambda x: None if x in ("", "—") else float(x))
+        runs[name] = (float(seconds), None if status == "ok" else status, num(before), num(after), num(other))
+    return runs
+
+
+def merge_rows(old: list[dict], new: list[dict], suites: list[str]) -> list[dict]:
+    """``old`` with the rows of ``suites`` replaced by ``new``, in place of the first one they
+    replace (a row belongs to a suite by its ``suite`` field, or, in tables written before rows
+    carried it, by the figure's ``<suite>:`` prefix or a figure name the new rows share)."""
+    figures = {r["figure"] for r in new}
+    gone = [i for i, r in enumerate(old) if r.get("suite") in suites or r["figure"] in figures
+            or ("suite" not in r and any(r["figure"].startswith(f"{s}:") for s in suites))]
+    at = gone[0] if gone else len(old)
+    kept = [r for i, r in enumerate(old) if i not in set(gone)]
+    at -= sum(1 for i in gone if i < at)
+    return kept[:at] + new + kept[at:]
+
+
 def git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -287,6 +316,9 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run; default out: temp dir)")
     p.add_argument("--only", nargs="+", choices=SUITES, metavar="SUITE", help=f"some of {', '.join(SUITES)}")
     p.add_argument("--out-dir", type=Path, help="where results.{json,md} go (default bench/)")
+    p.add_argument("--merge", action="store_true",
+                   help="with --only: replace those suites' rows and records in the existing "
+                        "results.{json,md}, keep the other suites' as they were measured")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--results", type=Path, help=argparse.SUPPRESS)
     args, rest = p.parse_known_args(argv)
@@ -295,6 +327,8 @@ def main(argv=None) -> int:
         return 0
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.merge and not args.only:
+        p.error("--merge re-runs some suites: name them with --only")
     out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else BENCH)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
@@ -309,7 +343,7 @@ def main(argv=None) -> int:
         with LoadWatch() as watch:
             got, seconds, error = run_suite(name, sargs, out_dir)
         after = os.getloadavg()[0]
-        rows += mark_load(got, before, after, watch.peak, watch.other)
+        rows += [{**r, "suite": name} for r in mark_load(got, before, after, watch.peak, watch.other)]
         runs[name] = (seconds, error, before, after, watch.other)
         other = "n/a" if watch.other is None else f"{watch.other:.2f}"
         print(f"== {name}: 1-min load {before:.1f} -> {after:.1f} (peak {watch.peak:.1f}) on "
@@ -317,13 +351,22 @@ def main(argv=None) -> int:
               + (": its rows are invalid" if any(r.get("valid") is False for r in got) else ""),
               flush=True)
     (out_dir / "results.partial.json").unlink(missing_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     command = "python -m bench.run_all" + "".join(
         f" {a}" for a, on in (("--gpu", args.gpu), ("--quick", args.quick)) if on) + (
         f" --only {' '.join(args.only)}" if args.only else "")
     # other work on the machine shows in the timings: record how busy it was
     load = f" (1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)"
-    (out_dir / "results.md").write_text(markdown(rows, runs, command, git_sha(), load))
+    header = None
+    if args.merge and (out_dir / "results.json").is_file():
+        old_md = (out_dir / "results.md").read_text() if (out_dir / "results.md").is_file() else ""
+        rows = merge_rows(json.loads((out_dir / "results.json").read_text()), rows, args.only)
+        runs = {**read_suite_runs(old_md), **runs}
+        lines = old_md.splitlines()
+        before = lines[2].split(". Ratio =", 1)[0] if len(lines) > 2 and lines[2].startswith("`") else "earlier runs"
+        header = (f"{before}; suites {', '.join(args.only)} re-run with `{command} --merge` at commit "
+                  f"`{git_sha()}`, {_dt.date.today().isoformat()}{load}")
+    (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out_dir / "results.md").write_text(markdown(rows, runs, command, git_sha(), load, header))
     print(f"{len(rows)} figures from {len(runs)} suites -> {out_dir / 'results.md'}")
     return 1 if any(run[1] and not run[1].startswith("skipped") for run in runs.values()) else 0
 

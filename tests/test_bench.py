@@ -39,6 +39,21 @@ def test_table_lists_every_figure_with_ratios_oriented_to_the_target():
     assert "| stage2 | 3 | — | — | exit code 1 |" in md
 
 
+def test_merge_replaces_one_suites_rows_and_record_and_keeps_the_others():
+    old = [_row("stage1 a", 1.0), _row("scale: b", 2.0), _row("scale: c", 3.0), _row("balance: d", 4.0)]
+    old_runs = {"stage1": (10.0, None, 0.5, 0.6, 0.01), "scale": (99.0, None, 0.7, 0.8, 0.02),
+                "balance": (5.0, None, 0.1, 0.2, None)}
+    md = run_all.markdown(old, old_runs, "python -m bench.run_all", "old123", " (load)")
+    assert run_all.read_suite_runs(md) == old_runs
+    new = [{**_row("scale: c", 30.0), "suite": "scale"}, {**_row("scale: e", 5.0), "suite": "scale"}]
+    merged = run_all.merge_rows(old, new, ["scale"])
+    assert [r["figure"] for r in merged] == ["stage1 a", "scale: c", "scale: e", "balance: d"]
+    assert merged[1]["measured"] == 30.0
+    # a second merge finds the rows by their suite field
+    again = run_all.merge_rows(merged, [{**_row("scale: f", 6.0), "suite": "scale"}], ["scale"])
+    assert [r["figure"] for r in again] == ["stage1 a", "scale: f", "balance: d"]
+
+
 def test_rows_of_a_suite_run_under_load_are_invalid_not_misses():
     limit = run_all.busy_limit()
     assert limit == (os.cpu_count() or 1) + 0.5
@@ -158,3 +173,14 @@ def test_run_all_quick_writes_the_table_of_its_figures(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert all(f"| {row['figure']} |" in md for row in rows)
     assert "| flops |" in md and "--quick --only flops" in md
+    # re-running one suite with --merge keeps the other suite's rows and record
+    r = subprocess.run([sys.executable, "-m", "bench.run_all", "--quick", "--only", "balance", "--merge",
+                        "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    merged = json.loads((tmp_path / "results.json").read_text())
+    assert [x["figure"] for x in merged[:4]] == [x["figure"] for x in rows]
+    assert {x.get("suite") for x in merged[4:]} == {"balance"} and len(merged) > 4
+    md = (tmp_path / "results.md").read_text()
+    assert "| flops |" in md and "| balance |" in md
+    assert "--quick --only flops` at commit" in md and "suites balance re-run with" in md
