@@ -180,9 +180,11 @@ def add_train_args(p: argparse.ArgumentParser, stage: str) -> argparse.ArgumentP
     return add_config_args(p)
 
 
-def launch_training(args: argparse.Namespace, worker, stage: str) -> None:
+def launch_training(args: argparse.Namespace, worker, stage: str, preload: tuple[str, ...] = ()) -> None:
     """Run ``worker(args)`` once, or in ``--nproc`` self-spawned ranks (not under torchrun,
-    which starts the ranks itself); ``--out`` defaults to a new run dir of ``stage``."""
+    which starts the ranks itself) forked from a server that has imported ``worker``'s module
+    and ``preload`` (see ``distributed.spawn``); ``--out`` defaults to a new run dir of
+    ``stage``."""
     from pipeline import distributed
     from pipeline.runs import default_run_dir
 
@@ -197,7 +199,9 @@ def launch_training(args: argparse.Namespace, worker, stage: str) -> None:
         check_run_dir(args.out, args.resume, args.overwrite)
     try:
         if args.nproc > 1 and not distributed.launched_by_torchrun():
-            distributed.spawn(worker, args.nproc, (args,))
+            # a torch optimizer imports torch._dynamo on its first parameter group (~150 MiB
+            # with sympy and triton): imported once by the server, not once per rank
+            distributed.spawn(worker, args.nproc, (args,), preload=("torch._dynamo", *preload))
         else:
             worker(args)
     finally:
@@ -221,10 +225,11 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool) -> None:
     check_output_dir(out, "--out", RUN_DIR_BYTES, "checkpoint and training state")
 
 
-def launch_ranks(args: argparse.Namespace, worker) -> int:
+def launch_ranks(args: argparse.Namespace, worker, preload: tuple[str, ...] = ()) -> int:
     """Run ``worker(args) -> exit code`` once, or in ``args.nproc`` self-spawned ranks (not
     under torchrun, which starts the ranks itself); returns the primary rank's exit code. For
-    the commands that are not training runs (``stage1 embed``, ``stage2 eval``)."""
+    the commands that are not training runs (``stage1 embed``, ``stage2 eval``); ``preload``
+    as for ``launch_training``."""
     from pipeline import distributed
 
     if args.nproc < 1:
@@ -233,7 +238,8 @@ def launch_ranks(args: argparse.Namespace, worker) -> int:
         import multiprocessing as mp
 
         code = mp.get_context(distributed.START_METHOD).Value("i", 0)
-        distributed.spawn(_rank_main, args.nproc, (worker, args, code))
+        distributed.spawn(_rank_main, args.nproc, (worker, args, code),
+                          preload=(worker.__module__, *preload))
         return int(code.value)
     try:
         return worker(args)

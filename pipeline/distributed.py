@@ -207,8 +207,10 @@ def _spawned(local_rank: int, nproc: int, port: int, fn: Callable, args: tuple, 
 START_METHOD = "forkserver"
 
 
-def spawn(fn: Callable, nproc: int, args: tuple = ()) -> None:
-    """Run ``fn(*args)`` in ``nproc`` processes forming one group on this machine. When one
+def spawn(fn: Callable, nproc: int, args: tuple = (), preload: tuple[str, ...] = ()) -> None:
+    """Run ``fn(*args)`` in ``nproc`` processes forming one group on this machine. The fork
+    server imports torch, ``fn``'s module and the ``preload`` modules (what the ranks will
+    import: imported after the fork, a module's memory is private to each rank). When one
     fails, the others are stopped and its error is raised here (a UsageError or RunFailed as
     itself, anything else as RunFailed naming it)."""
     import multiprocessing
@@ -217,8 +219,8 @@ def spawn(fn: Callable, nproc: int, args: tuple = ()) -> None:
     from pipeline.errors import RunFailed, UsageError
 
     ctx = multiprocessing.get_context(START_METHOD)
-    ctx.set_forkserver_preload(["torch", "pipeline.distributed", fn.__module__,
-                                "pipeline.forkserver_preload"])
+    ctx.set_forkserver_preload(list(dict.fromkeys(
+        ["torch", "pipeline.distributed", fn.__module__, *preload, "pipeline.forkserver_preload"])))
     errors = ctx.SimpleQueue()
     port = free_port()
     procs = [ctx.Process(target=_spawned, args=(r, nproc, port, fn, args, errors), name=f"rank{r}")

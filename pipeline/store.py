@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 FORMAT = "fer-embeddings/1"
 EMB_CHUNK_FRAMES = 4096
 LOCKS, STAGING = ".locks", ".staging"     # beside the Zarr hierarchy; never read as videos
-_FINITE_CHUNK = 1 << 16                   # rows per finiteness check (bounded temporary memory)
+_FINITE_CHUNK = 1 << 13                   # rows per finiteness check (bounded temporary memory: 32 MiB of float32 at D=1024)
 
 
 def chunk_rows(T: int, target: int = EMB_CHUNK_FRAMES) -> int:

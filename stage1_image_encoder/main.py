@@ -24,6 +24,11 @@ from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, RunFailed, UsageError, 
 log = logging.getLogger(__name__)
 
 
+# what the ranks of a --nproc run import (the CLI itself stays light): loaded once by their
+# fork server so its memory is shared, not paid by every rank
+_RANK_MODULES = ("stage1_image_encoder.api",)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stage1", help="image encoder: pretrain (NLA), embed crops into the store")
     s1 = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -67,12 +72,12 @@ def _train_worker(args: argparse.Namespace) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    launch_training(args, _train_worker, "stage1")
+    launch_training(args, _train_worker, "stage1", preload=_RANK_MODULES + ("stage1_image_encoder.engine",))
     return EXIT_OK
 
 
 def embed_command(args: argparse.Namespace) -> int:
-    return launch_ranks(args, _embed_worker)
+    return launch_ranks(args, _embed_worker, preload=_RANK_MODULES)
 
 
 def _embed_worker(args: argparse.Namespace) -> int:

@@ -123,6 +123,17 @@ def load_cache(store: EmbeddingStore, index: StoreIndex, data: Stage2DataConfig,
     return TemporalCache.from_store(loaded)
 
 
+def load_checked(store: EmbeddingStore, index: StoreIndex, data: Stage2DataConfig,
+                 device: torch.device | str = "cpu") -> TemporalCache:
+    """``load_cache``, then non-finite embeddings refused or masked (``data.bad_frames``); the
+    heap memory the reading freed goes back to the system (``memory.trim``)."""
+    from pipeline import memory
+
+    cache = store.check_finite(load_cache(store, index, data, device), data.bad_frames)
+    memory.trim()
+    return cache
+
+
 def _load_to_device(store: EmbeddingStore, index: StoreIndex, device: torch.device) -> TemporalCache:
     N = index.frames
     emb = torch.empty((N, index.dim), dtype=torch.float16, device=device)

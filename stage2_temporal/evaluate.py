@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import distributed
+from pipeline import distributed, memory
 from pipeline.config import PostConfig
 from pipeline.labels import NUM_CLASSES
 from pipeline.metrics import F1Report, confusion
@@ -117,6 +117,7 @@ def evaluate(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
         if do_post:
             post_probs[sl] = postprocess(probs[sl], face[sl], post)
             cm[1] += confusion(labels[sl], decide(post_probs[sl], rule))
+    memory.trim()                       # the pass's freed batch buffers
     cm = distributed.all_reduce_sum(torch.from_numpy(cm)).numpy()
     if keep_probs and distributed.info().enabled:
         # every row is filled by exactly one rank and zero on the others, so a sum puts the

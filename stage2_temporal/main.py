@@ -66,6 +66,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         sp.set_defaults(handler=handler)
 
 
+# what the ranks of a --nproc run import (the CLI itself stays light): loaded once by their
+# fork server so its memory is shared, not paid by every rank
+_RANK_MODULES = ("stage2_temporal.api",)
+
+
 def _report_lines(res) -> None:
     print(res.report.text())
     if res.report.absent:
@@ -103,7 +108,7 @@ def _train_worker(args: argparse.Namespace) -> None:
 def train_command(args: argparse.Namespace) -> int:
     if not args.resume and not args.store:
         raise UsageError("--store is required (unless --resume)")
-    launch_training(args, _train_worker, "stage2")
+    launch_training(args, _train_worker, "stage2", preload=_RANK_MODULES)
     return EXIT_OK
 
 
@@ -114,7 +119,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
     if (Path(args.run) / "stage2.json").is_file():
         check_output_dir(args.run, "--run", 1 << 20, "evaluation")
-    return launch_ranks(args, _eval_worker)
+    return launch_ranks(args, _eval_worker, preload=_RANK_MODULES)
 
 
 def _eval_worker(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from pipeline.metrics import F1Report, plot_confusion, to_markdown
 from pipeline.plots import plot_curves
 from pipeline.runs import init_run_dir, setup_rank
 from pipeline.store import EmbeddingStore
-from stage2_temporal.data import TemporalCache, load_cache
+from stage2_temporal.data import TemporalCache, load_checked
 from stage2_temporal.engine import build_model, eval_stride, fit
 from stage2_temporal.evaluate import EvalResult, evaluate
 from stage2_temporal.heads import decide, decision_rule
@@ -64,8 +64,7 @@ def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool
                          f"(videos need split=train in the store)")
     # one loaded array (one per node under DDP); the splits are index views of it
     needed = [index.videos[i] for i in sorted({*train_idx, *val_idx, *select_idx})]
-    data = store.check_finite(load_cache(store, store.index(needed), cfg.stage2.data, device),
-                              cfg.stage2.data.bad_frames)         # NaN/Inf: error or masked
+    data = load_checked(store, store.index(needed), cfg.stage2.data, device)   # NaN/Inf: error or masked
     names = index.videos
     train_c = data.subset_names([names[i] for i in train_idx])
     val_c = data.subset_names([names[i] for i in val_idx])
@@ -151,8 +150,7 @@ def evaluate_run(run_dir: str | Path, store_path: str | Path | None = None,
         if missing:
             raise UsageError(f"{store.path}: {len(missing)} {split} video(s) of the run are missing "
                              f"from the store: {', '.join(missing[:10])}")
-        view = store.check_finite(load_cache(store, store.index(names), cfg.stage2.data, device),
-                                  cfg.stage2.data.bad_frames).subset_names(names)
+        view = load_checked(store, store.index(names), cfg.stage2.data, device).subset_names(names)
     rule = decision_rule(cfg.stage2.model)
     res = evaluate(model.to(device), view, cfg.stage2.data.clip_len, eval_stride(cfg), cfg.stage2.post,
                    rule=rule)

@@ -88,3 +88,22 @@ def test_two_nodes_of_two_ranks_end_like_one_node_of_four(store, tmp_path):
     mb = [json.loads(x) for x in (tmp_path / "1x4" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in ma] == [0, 1] and ma[-1]["val_macro_f1"] == pytest.approx(
         mb[-1]["val_macro_f1"], abs=1e-6)
+
+
+def test_spawned_ranks_start_with_the_shared_imports(tmp_path):
+    """Self-spawned training ranks fork from a server that has imported torch, torch._dynamo
+    (a torch optimizer imports it on its first parameter group: ~150 MiB per interpreter) and
+    stage 2's modules, so they share those pages instead of each importing them; a module
+    nobody preloads is absent; the launcher never imports torch."""
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "probe"
+    r = subprocess.run([sys.executable, "-c", f"import tests.spawn_probe as p; p.main({str(out)!r})"],
+                       capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert r.returncode == 0, r.stderr[-3000:]
+    for rank in (0, 1):
+        seen = json.loads((out / f"rank{rank}.json").read_text())
+        assert seen == {"torch": True, "torch._dynamo": True, "sympy": True,
+                        "stage2_temporal.api": True, "json.tool": False}, (rank, seen)
+    assert json.loads((out / "launcher.json").read_text()) == {"torch": False}
