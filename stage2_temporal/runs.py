@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import distributed
+from pipeline import distributed, memory
 from pipeline.checkpoint import load_checkpoint, load_train_state
 from pipeline.config import Config, load_config
 from pipeline.errors import UsageError
@@ -45,6 +45,7 @@ class TrainResult:
 
 def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool = False,
           allow_partial: bool = False) -> TrainResult:
+    memory.limit_arenas()           # before the store's reading threads start (pipeline.memory)
     dist, device = setup_rank(cfg)
     run_dir = Path(run_dir)
     if resume:
@@ -126,6 +127,7 @@ def evaluate_run(run_dir: str | Path, store_path: str | Path | None = None,
     epoch's weights (from ``train_state.pt``) instead of the kept checkpoint, into
     ``RUN_DIR/eval_last/``. ``cache``: embeddings already loaded from the store (training's),
     used instead of loading the store again when it holds the videos."""
+    memory.limit_arenas()           # before the store's reading threads start (pipeline.memory)
     run_dir = Path(run_dir)
     model, cfg, info, meta = load_run_model(run_dir)
     if weights == "last":
