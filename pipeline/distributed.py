@@ -118,6 +118,17 @@ def all_gather_objects(obj) -> list:
     return out
 
 
+def gather_to_primary(obj) -> list | None:
+    """Every rank's ``obj`` as a list on rank 0 (None on the others; ``[obj]`` in a single
+    process): only the primary receives, so the other ranks never hold the whole."""
+    if not info().enabled:
+        return [obj]
+    dist = _dist()
+    out = [None] * dist.get_world_size() if info().primary else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def shard(items: Sequence, rank: int | None = None, world: int | None = None,
           weights: Sequence[float] | None = None) -> list:
     """This rank's share of ``items``: disjoint, covering, in the given order. With ``weights``

@@ -193,7 +193,9 @@ def compare_heads(store_path: str | Path, out: str | Path, cfg: Config, seeds: i
     for head, c, res in _seed_runs(store_path, out, cfg, seeds, variants, "heads"):
         rules = ("soft",) if head == "flat" else ("soft", "hard")
         for rule in rules:
-            raw, smoothed = res.eval.reports(rule)
+            # the per-frame probabilities are on the primary rank under DDP
+            raw, smoothed = distributed.broadcast_object(
+                res.eval.reports(rule) if distributed.is_primary() else None)
             name = HEAD_NAMES[head] + ("" if head == "flat" else f" {rule}")
             for row, report in ((name, raw), (f"{name} + SP", smoothed)):
                 runs.append({"row": row, "head": head, "cascade": rule if head != "flat" else "",

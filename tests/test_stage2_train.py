@@ -77,13 +77,20 @@ def test_eval_with_two_gloo_ranks_equals_one_process(trained):
 
 def test_eval_nproc_2_equals_one_process(trained):
     """``stage2 eval --nproc 2`` self-spawns 2 ranks (it was rejected before issue 15)."""
+    import pandas as pd
+
     run, _ = trained
     one = json.loads((run / "eval" / "f1.json").read_text())
+    one_frames = pd.read_parquet(run / "eval" / "predictions.parquet")
     r = cli("stage2", "eval", "--run", run, "--nproc", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     two = json.loads((run / "eval" / "f1.json").read_text())
     assert two["confusion"] == one["confusion"] and two["macro_f1"] == one["macro_f1"]
     assert r.stdout.count("stage2 eval:") == 1 and "on 2 ranks" in r.stdout
+    # each rank scored its own videos; the primary put every frame's row back in place
+    two_frames = pd.read_parquet(run / "eval" / "predictions.parquet")
+    assert one_frames["video"].nunique() >= 2
+    pd.testing.assert_frame_equal(two_frames, one_frames, check_exact=False, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.slow
