@@ -61,6 +61,23 @@ def is_complete(path: Path) -> bool:
     return (Path(path) / "index.json").is_file()
 
 
+class _Appender:
+    """A file that takes ``store.read_into``'s row blocks in order (``f[a:b] = rows``) and
+    writes them straight through: no buffer beyond the block being written."""
+
+    def __init__(self, path: Path, dtype):
+        self.f, self.dtype, self.next = open(path, "wb"), np.dtype(dtype), 0
+
+    def __setitem__(self, rows: slice, a) -> None:
+        if rows.start != self.next:
+            raise ValueError(f"rows {rows.start}: written out of order (expected {self.next})")
+        self.f.write(memoryview(np.ascontiguousarray(a, self.dtype)).cast("B"))
+        self.next = rows.stop
+
+    def close(self) -> None:
+        self.f.close()
+
+
 def write_consolidated(store: EmbeddingStore, index: StoreIndex, path: str | Path,
                        fingerprint: str = "") -> Path:
     """Write ``index``'s videos of ``store`` as a consolidated copy at ``path`` (atomically: a
@@ -71,16 +88,9 @@ def write_consolidated(store: EmbeddingStore, index: StoreIndex, path: str | Pat
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        files = {k: open(tmp / name, "wb") for k, (name, _) in FILES.items()}
+        files = {k: _Appender(tmp / name, dtype) for k, (name, dtype) in FILES.items()}
         try:
-            for i, v in enumerate(index.videos):
-                rec = store.read_video(v)
-                T = int(index.offsets[i + 1] - index.offsets[i])
-                if len(rec.label) != T:
-                    raise UsageError(f"{store.path}: video {v} changed while it was being copied")
-                files["emb"].write(np.ascontiguousarray(rec.emb, np.float16).tobytes())
-                files["label"].write(np.asarray(rec.label, np.int8).tobytes())
-                files["face"].write(np.asarray(rec.face, np.bool_).tobytes())
+            store.read_into(index, files["emb"], files["label"], files["face"])
         finally:
             for f in files.values():
                 f.close()

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 FORMAT = "fer-embeddings/1"
 EMB_CHUNK_FRAMES = 4096
 LOCKS, STAGING = ".locks", ".staging"     # beside the Zarr hierarchy; never read as videos
+READ_ROWS = 4096                          # rows per read when loading (one store chunk at most)
 _FINITE_CHUNK = 1 << 13                   # rows per finiteness check (bounded temporary memory: 32 MiB of float32 at D=1024)
 
 
@@ -407,13 +408,19 @@ class EmbeddingStore:
     def read_into(self, index: StoreIndex, emb: np.ndarray, label: np.ndarray,
                   face: np.ndarray, row0: int = 0) -> None:
         """Fill rows ``row0 + index.offsets[i] ...`` of ``emb`` / ``label`` / ``face`` (any
-        array-likes: RAM, a memory-mapped file, a device tensor) with the index's videos, one
-        video at a time, so nothing but the destination grows with the store."""
+        array-likes taking slice assignment: RAM, a memory-mapped file, a device tensor, a
+        sequential file writer) with the index's videos, in order, ``READ_ROWS`` rows at a time,
+        so nothing but the destination grows with the store or its longest video."""
         grp = self._videos_group()
         for i, v in enumerate(index.videos):
             g = grp[v]
             s, e = row0 + int(index.offsets[i]), row0 + int(index.offsets[i + 1])
-            emb[s:e] = g["emb"][:]
+            if g["label"].shape[0] != e - s:
+                raise UsageError(f"{self.path}: video {v} changed while it was being read "
+                                 f"({g['label'].shape[0]} frames, {e - s} when listed); run again")
+            for a in range(0, e - s, READ_ROWS):
+                b = min(a + READ_ROWS, e - s)
+                emb[s + a:s + b] = g["emb"][a:b]
             label[s:e] = g["label"][:]
             face[s:e] = g["face"][:]
 

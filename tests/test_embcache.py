@@ -136,3 +136,22 @@ def test_shm_too_small_says_the_size_needed_and_each_rank_loads_its_own(tmp_path
     a, b = (x["mapping"] for x in ranks)
     assert a["inode"] == 0 and b["inode"] == 0                       # private anonymous memory
     assert all(x["equal"] and not x["memmap"] for x in ranks)
+
+
+def test_a_video_rewritten_while_copying_is_an_error_not_a_torn_copy(tmp_path, monkeypatch):
+    """The copy reads the store in blocks of ``READ_ROWS`` rows; a video whose length changed
+    after the index was taken stops it with a UsageError naming the video, and no copy is left."""
+    from pipeline import store as store_mod
+    from pipeline.errors import UsageError
+
+    monkeypatch.setattr(store_mod, "READ_ROWS", 16)          # several blocks per video
+    store = EmbeddingStore.open(make_store(tmp_path / "store"))
+    index = store.index()
+    path = embcache.write_consolidated(store, index, tmp_path / "copy")
+    np.testing.assert_array_equal(embcache.open_consolidated(path).emb, store.load().emb)
+    T = int(index.offsets[2] - index.offsets[1])
+    rec = store.read_video("v01")
+    store.write_video("v01", rec.emb[:T - 5], rec.label[:T - 5], rec.face[:T - 5], rec.attrs)
+    with pytest.raises(UsageError, match="v01 changed while it was being read"):
+        embcache.write_consolidated(store, index, tmp_path / "copy2")
+    assert not (tmp_path / "copy2").exists() and not list(tmp_path.glob(".copy2.tmp-*"))
