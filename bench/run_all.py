@@ -299,12 +299,23 @@ def merge_rows(old: list[dict], new: list[dict], suites: list[str]) -> list[dict
     return kept[:at] + new + kept[at:]
 
 
+def merge_header(old_md: str, only: list[str], how: str) -> str:
+    """The record line of a merged results.md: the earlier line, without the re-runs of suites
+    re-run again now (their rows are replaced), plus this re-run."""
+    lines = old_md.splitlines()
+    before = lines[2].split(". Ratio =", 1)[0] if len(lines) > 2 and lines[2].startswith("`") else "earlier runs"
+    first, *reruns = before.split("; suites ")
+    kept = [c for c in reruns if not set(c.split(" re-run with ", 1)[0].split(", ")) <= set(only)]
+    return "; suites ".join([first, *kept, f"{', '.join(only)} re-run with {how}"])
+
+
 def git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!bench/results.md", ":!bench/results.json"],   # its own output
+                               cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         return out.stdout.strip() + ("+uncommitted changes" if dirty else "") or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -361,10 +372,8 @@ def main(argv=None) -> int:
         old_md = (out_dir / "results.md").read_text() if (out_dir / "results.md").is_file() else ""
         rows = merge_rows(json.loads((out_dir / "results.json").read_text()), rows, args.only)
         runs = {**read_suite_runs(old_md), **runs}
-        lines = old_md.splitlines()
-        before = lines[2].split(". Ratio =", 1)[0] if len(lines) > 2 and lines[2].startswith("`") else "earlier runs"
-        header = (f"{before}; suites {', '.join(args.only)} re-run with `{command} --merge` at commit "
-                  f"`{git_sha()}`, {_dt.date.today().isoformat()}{load}")
+        header = merge_header(old_md, args.only, f"`{command} --merge` at commit `{git_sha()}`, "
+                                                 f"{_dt.date.today().isoformat()}{load}")
     (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out_dir / "results.md").write_text(markdown(rows, runs, command, git_sha(), load, header))
     print(f"{len(rows)} figures from {len(runs)} suites -> {out_dir / 'results.md'}")

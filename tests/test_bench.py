@@ -39,6 +39,19 @@ def test_table_lists_every_figure_with_ratios_oriented_to_the_target():
     assert "| stage2 | 3 | — | — | exit code 1 |" in md
 
 
+def test_merge_header_keeps_only_the_reruns_whose_rows_remain():
+    md = ("# Benchmark results\n\n`python -m bench.run_all` at commit `a1`, 2026-11-29 (load); "
+          "suites scale re-run with `x --merge` at commit `b2`, 2026-11-30 (load); suites balance, "
+          "flops re-run with `y --merge` at commit `c3`, 2026-11-30 (load). Ratio = measured ...\n")
+    h = run_all.merge_header(md, ["scale"], "`z --merge` at commit `d4`, 2026-12-01 (load)")
+    assert h == ("`python -m bench.run_all` at commit `a1`, 2026-11-29 (load); suites balance, flops "
+                 "re-run with `y --merge` at commit `c3`, 2026-11-30 (load); suites scale re-run with "
+                 "`z --merge` at commit `d4`, 2026-12-01 (load)")
+    # a re-run of one of two suites re-run together leaves that record (the other's rows remain)
+    h = run_all.merge_header(md, ["flops"], "`w`")
+    assert "`b2`" in h and "`c3`" in h and h.endswith("suites flops re-run with `w`")
+
+
 def test_merge_replaces_one_suites_rows_and_record_and_keeps_the_others():
     old = [_row("stage1 a", 1.0), _row("scale: b", 2.0), _row("scale: c", 3.0), _row("balance: d", 4.0)]
     old_runs = {"stage1": (10.0, None, 0.5, 0.6, 0.01), "scale": (99.0, None, 0.7, 0.8, 0.02),
