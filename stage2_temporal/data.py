@@ -86,18 +86,6 @@ class TemporalCache:
     def view_face(self) -> np.ndarray:
         return self._take(self.face).astype(bool)
 
-    def video_labels(self, videos: list[int]) -> np.ndarray:
-        """int64 labels of the given videos' frames, concatenated in the given order."""
-        return self._take_videos(self.label, videos).astype(np.int64)
-
-    def video_face(self, videos: list[int]) -> np.ndarray:
-        return self._take_videos(self.face, videos).astype(bool)
-
-    def _take_videos(self, t: torch.Tensor, videos: list[int]) -> np.ndarray:
-        parts = [t[int(self.starts[v]):int(self.starts[v]) + int(self.offsets[v + 1] - self.offsets[v])]
-                 for v in videos]
-        return torch.cat(parts).cpu().numpy() if parts else t[:0].cpu().numpy()
-
     def _take(self, t: torch.Tensor) -> np.ndarray:
         if self.contiguous():
             return t[:self.frames].cpu().numpy()

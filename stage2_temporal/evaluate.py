@@ -38,25 +38,21 @@ def window_starts(T: int, clip_len: int, stride: int) -> list[int]:
 
 @torch.inference_mode()
 def predict_probs(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
-                  batch_size: int = 64, videos: list[int] | None = None) -> torch.Tensor:
-    """(n, 8) per-frame class probabilities (float32, CPU) of the given videos (all by
-    default), their frames concatenated in the given order: buffers sized to those videos only
-    (a rank's share under DDP)."""
+                  batch_size: int = 64) -> torch.Tensor:
+    """(N, 8) per-frame class probabilities (float32, CPU) of every frame of the cache view, in
+    its frame order (a rank's share: ``cache.subset(videos)``, buffers of that share's size)."""
     param = next(model.parameters(), None)            # outputs where the model runs
     device = param.device if param is not None else cache.emb.device
-    videos = list(range(len(cache.videos)) if videos is None else videos)
-    lengths_v = cache.lengths()[videos].astype(np.int64)
-    out_offsets = np.concatenate([[0], np.cumsum(lengths_v)])
-    starts, lengths, shift = [], [], []     # array rows, frames, array row -> output row
-    for k, v in enumerate(videos):
-        s, T = int(cache.starts[v]), int(lengths_v[k])
+    starts, lengths, shift = [], [], []          # array rows, frames, array row -> view frame
+    for v in range(len(cache.videos)):
+        s, T = int(cache.starts[v]), int(cache.offsets[v + 1] - cache.offsets[v])
         for a in window_starts(T, clip_len, stride):
             starts.append(s + a)
             lengths.append(min(clip_len, T - a))
-            shift.append(int(out_offsets[k]) - s)
-    n = int(out_offsets[-1])
-    sums = torch.zeros(n, NUM_CLASSES, device=device)
-    counts = torch.zeros(n, device=device)
+            shift.append(int(cache.offsets[v]) - s)
+    N = cache.frames
+    sums = torch.zeros(N, NUM_CLASSES, device=device)
+    counts = torch.zeros(N, device=device)
     was_training = model.training
     model.eval()
     starts_t = torch.as_tensor(starts, dtype=torch.long)
@@ -64,10 +60,10 @@ def predict_probs(model: nn.Module, cache: TemporalCache, clip_len: int, stride:
     shift_t = torch.as_tensor(shift, dtype=torch.long)
     steps = torch.arange(clip_len, device=device)
     for b in range(0, len(starts), batch_size):
-        s, n_b = starts_t[b:b + batch_size], lengths_t[b:b + batch_size]
-        batch = gather_clips(cache, s, n_b, clip_len, device=device)
+        s, n = starts_t[b:b + batch_size], lengths_t[b:b + batch_size]
+        batch = gather_clips(cache, s, n, clip_len, device=device)
         probs = model.probs(model(batch.x, batch.valid))                # (B, P, 8)
-        first = (s + shift_t[b:b + batch_size]).to(device)               # output row of each start
+        first = (s + shift_t[b:b + batch_size]).to(device)               # view frame of each start
         rows = (first[:, None] + steps[None, :])[batch.inside]
         sums.index_add_(0, rows, probs[batch.inside].float())
         counts.index_add_(0, rows, torch.ones_like(rows, dtype=counts.dtype))
@@ -116,15 +112,14 @@ def evaluate(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
     without it (per-epoch validation) only the reports are returned."""
     d = distributed.info()
     mine = distributed.shard(range(len(cache.videos)), weights=cache.lengths())
-    probs = predict_probs(model, cache, clip_len, stride, batch_size, videos=mine).numpy()
+    share = cache.subset(mine)                     # this rank's videos, a view (alone: all)
+    probs = predict_probs(model, share, clip_len, stride, batch_size).numpy()
     do_post = post_active(post)
     post_probs = np.empty_like(probs) if do_post else None
     cm = np.zeros((2, NUM_CLASSES, NUM_CLASSES), np.int64)
-    labels, face = cache.video_labels(mine), cache.video_face(mine)
-    at = 0
-    for v in mine:
-        sl = slice(at, at + int(cache.lengths()[v]))
-        at = sl.stop
+    labels, face = share.view_labels(), share.view_face()
+    for k in range(len(mine)):
+        sl = slice(int(share.offsets[k]), int(share.offsets[k + 1]))
         cm[0] += confusion(labels[sl], decide(probs[sl], rule))
         if do_post:
             post_probs[sl] = postprocess(probs[sl], face[sl], post)
@@ -139,7 +134,8 @@ def evaluate(model: nn.Module, cache: TemporalCache, clip_len: int, stride: int,
         if not d.primary:
             return EvalResult(reports[0], None, reports[1], None, rule=rule)
         probs, post_probs = _in_view_order(cache, parts, do_post)
-    return EvalResult(reports[0], probs, reports[1], post_probs, labels=cache.view_labels(), rule=rule)
+        labels = cache.view_labels()
+    return EvalResult(reports[0], probs, reports[1], post_probs, labels=labels, rule=rule)
 
 
 def _in_view_order(cache: TemporalCache, parts, do_post: bool) -> tuple[np.ndarray, np.ndarray | None]:
