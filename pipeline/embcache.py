@@ -6,8 +6,10 @@ A consolidated copy is a directory::
     <dir>/emb.f16      (N, D) float16, the videos' rows one after the other (C order)
     <dir>/label.i8     (N,) int8
     <dir>/face.u8      (N,) bool
-    <dir>/index.json   videos, row offsets, attributes, encoder key, store fingerprint
-                       (written last: a directory without it is incomplete)
+    <dir>/index.json   videos, row offsets, attributes, encoder key, store fingerprint, the
+                       rows holding NaN/Inf found while writing (so no process that maps the
+                       copy reads it all again to check it); written last: a directory
+                       without it is incomplete
 
 It is written once, video by video (nothing but the files grows with the store), under a
 temporary name renamed into place, and opened with ``np.memmap`` (copy-on-write, never written),
@@ -90,7 +92,7 @@ def write_consolidated(store: EmbeddingStore, index: StoreIndex, path: str | Pat
     try:
         files = {k: _Appender(tmp / name, dtype) for k, (name, dtype) in FILES.items()}
         try:
-            store.read_into(index, files["emb"], files["label"], files["face"])
+            bad = store.read_into(index, files["emb"], files["label"], files["face"])
         finally:
             for f in files.values():
                 f.close()
@@ -98,6 +100,7 @@ def write_consolidated(store: EmbeddingStore, index: StoreIndex, path: str | Pat
                 "frames": index.frames, "fingerprint": fingerprint,
                 "store": str(Path(store.path).resolve()), "videos": index.videos,
                 "offsets": index.offsets.tolist(), "attrs": index.attrs,
+                "nonfinite": bad.tolist(),
                 "created": _dt.datetime.now().isoformat(timespec="seconds")}
         (tmp / "index.json").write_text(json.dumps(meta))
         try:
@@ -136,8 +139,10 @@ def open_consolidated(path: str | Path) -> LoadedStore:
             raise UsageError(f"{path / name}: {size} bytes, expected {expect} (a damaged cache: "
                              f"delete {path})")
         arrays[k] = np.memmap(path / name, dtype=dtype, mode="c", shape=shape)
+    bad = meta.get("nonfinite")       # found while writing (absent: a copy from an older version)
     return LoadedStore(list(meta["videos"]), np.asarray(meta["offsets"], np.int64), arrays["emb"],
-                       arrays["label"], arrays["face"], list(meta["attrs"]), meta["encoder_key"], D)
+                       arrays["label"], arrays["face"], list(meta["attrs"]), meta["encoder_key"], D,
+                       nonfinite=None if bad is None else np.asarray(bad, np.int64))
 
 
 def _free_bytes(directory: Path) -> int:

@@ -35,6 +35,7 @@ class TemporalCache:
     offsets: np.ndarray    # (V+1,) int64, the view's frame numbering
     videos: list[str]
     starts: np.ndarray | None = None   # (V,) int64 rows of the videos' first frames
+    nonfinite: np.ndarray | None = None  # rows holding NaN/Inf, found while loading (None: not checked)
 
     def __post_init__(self):
         if self.starts is None:
@@ -44,7 +45,8 @@ class TemporalCache:
     def from_store(cls, loaded: LoadedStore, device: torch.device | str = "cpu") -> TemporalCache:
         """The loaded store as is (no copy on the CPU: the tensors share its arrays)."""
         return cls(torch.from_numpy(loaded.emb).to(device), torch.from_numpy(loaded.label).to(device),
-                   torch.from_numpy(loaded.face).to(device), loaded.offsets.copy(), list(loaded.videos))
+                   torch.from_numpy(loaded.face).to(device), loaded.offsets.copy(), list(loaded.videos),
+                   nonfinite=loaded.nonfinite)
 
     def subset(self, indices: list[int]) -> TemporalCache:
         """The given videos (indices into this view) as a view of the same arrays."""
@@ -147,8 +149,8 @@ def _load_to_device(store: EmbeddingStore, index: StoreIndex, device: torch.devi
         def __setitem__(self, sl, a):
             self.t[sl] = torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
-    store.read_into(index, _Dev(emb), _Dev(label), _Dev(face))
-    return TemporalCache(emb, label, face, index.offsets.copy(), list(index.videos))
+    bad = store.read_into(index, _Dev(emb), _Dev(label), _Dev(face))
+    return TemporalCache(emb, label, face, index.offsets.copy(), list(index.videos), nonfinite=bad)
 
 
 @dataclass

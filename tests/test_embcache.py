@@ -67,6 +67,45 @@ def test_disk_cache_is_written_once_reused_and_rebuilt_when_the_store_changes(tm
                                   (rec.emb + 1).astype(np.float16))
 
 
+def test_nonfinite_rows_are_found_while_copying_and_not_scanned_again(tmp_path, monkeypatch):
+    from pipeline import store as store_mod
+    from pipeline.config import load_config
+    from pipeline.errors import UsageError
+    from stage2_temporal.data import load_checked
+
+    store = EmbeddingStore.open(make_store(tmp_path / "store"))
+    rec = store.read_video("v03")
+    emb = rec.emb.copy()
+    emb[2:5, 1], emb[9, 0] = np.nan, -np.inf
+    store.write_video("v03", emb, rec.label, rec.face, {"split": "train"})
+    index = store.index()
+    row0 = int(index.offsets[index.videos.index("v03")])
+    data = load_config(overrides=["stage2.data.preload=mmap",
+                                  f"stage2.data.cache_dir={tmp_path / 'cache'}"]).stage2.data
+    with pytest.raises(UsageError, match=r"4 frame\(s\) .* v03 frames 3-5, 10"):
+        load_checked(store, index, data)                 # the user's path: writes the cache
+    (copy,) = (tmp_path / "cache").iterdir()
+    assert embcache.read_meta(copy)["nonfinite"] == [row0 + 2, row0 + 3, row0 + 4, row0 + 9]
+
+    def scanned(emb):
+        raise AssertionError("the mapped copy was read again to check it")
+
+    monkeypatch.setattr(store_mod, "nonfinite_rows", scanned)
+    with pytest.raises(UsageError, match=r"v03 frames 3-5, 10"):
+        load_checked(store, index, data)                 # reused: the recorded rows, no scan
+    masked = load_checked(store, index, data.model_copy(update={"bad_frames": "mask"}))
+    assert not masked.face[row0 + 2:row0 + 5].any() and torch.isfinite(masked.emb.float()).all()
+    on_disk = np.fromfile(copy / "emb.f16", np.float16).reshape(-1, store.dim)
+    assert np.isnan(on_disk[row0 + 2, 1])                # masked in private pages, not in the file
+    monkeypatch.undo()
+    meta = embcache.read_meta(copy)                      # a copy written before rows were recorded
+    del meta["nonfinite"]
+    (copy / "index.json").write_text(json.dumps(meta))
+    assert embcache.open_consolidated(copy).nonfinite is None
+    with pytest.raises(UsageError, match=r"v03 frames 3-5, 10"):
+        load_checked(store, index, data)                 # checked by reading it
+
+
 def test_splits_are_index_views_of_one_array(tmp_path):
     loaded = EmbeddingStore.open(make_store(tmp_path / "store")).load()
     cache = TemporalCache.from_store(loaded)

@@ -239,9 +239,14 @@ def test_check_finite_names_video_and_frames_or_masks_them(tmp_path):
     store.write_video("bad", emb, label, face, {})
     store.write_video("good", *_video(20, 4, seed=1), {})
     loaded = store.load()
+    np.testing.assert_array_equal(loaded.nonfinite, np.r_[30:240, 250])   # found while reading
     with pytest.raises(UsageError) as e:
         store.check_finite(loaded)
     msg = str(e.value)
+    loaded.nonfinite = None                                   # not known: every row is checked
+    with pytest.raises(UsageError) as scanned:
+        store.check_finite(loaded)
+    assert str(scanned.value) == msg
     assert "\n" not in msg and "211 frame(s)" in msg and "bad frames 31-240, 251" in msg
     assert "good" not in msg and "stage2.data.bad_frames=mask" in msg
     masked = store.check_finite(store.load(), "mask")
