@@ -30,7 +30,7 @@ from pipeline.errors import os_error_line
 from pipeline.io import write_text
 from pipeline.progress import progress
 from pipeline.runs import git_sha
-from pipeline.store import EmbeddingStore
+from pipeline.store import EmbeddingStore, nonfinite_rows
 from stage1_image_encoder.loading import BatchNormalizer, CropFiles
 from stage1_image_encoder.model import embed, encoder_key, preprocessing
 
@@ -118,7 +118,7 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
         nonlocal bad_crops, stopped
         if stopped:
             return
-        if not np.isfinite(p.emb.astype(np.float32)).all():
+        if nonfinite_rows(p.emb).size:
             msg = f"{p.name}: encoder produced NaN/Inf embeddings; video not written"
             log.error(msg)
             failures.append(msg)
