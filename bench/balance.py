@@ -6,7 +6,7 @@ Aff-Wild2-like length distribution (``affwild2_like_lengths``: 550 log-normal vi
 
     python -m bench.balance [--shards 8 32] [--videos 550] [--frames 2800000]
 
-Writes bench/balance.json and merges into bench/results.json.
+Writes bench/balance.json.
 """
 from __future__ import annotations
 

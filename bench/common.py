@@ -1,6 +1,7 @@
 """Benchmark plumbing: timing, machine description, JSON rows
-``{figure, measured, target, unit, lower_is_better, machine, load}`` merged into
-bench/results.json."""
+``{figure, measured, target, unit, lower_is_better, machine, load}``. A suite writes its rows to
+its own file; only ``bench.run_all`` writes the record (bench/results.json and results.md), so a
+suite tried on its own never changes it."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,6 @@ import time
 from pathlib import Path
 
 import torch
-
-RESULTS = Path(__file__).resolve().parent / "results.json"
-
 
 def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
@@ -49,13 +47,10 @@ def row(figure: str, measured: float, unit: str, target: float | None = None,
     return out
 
 
-def write_rows(rows: list[dict], out: Path | None = None, results: Path = RESULTS) -> None:
-    """Write this script's rows to ``out`` and merge them (by figure) into results.json."""
+def write_rows(rows: list[dict], out: Path | None = None) -> None:
+    """Write this script's rows to ``out`` (``--out``) and print them."""
     if out is not None:
         out.write_text(json.dumps(rows, indent=2) + "\n")
-    merged = {r["figure"]: r for r in (json.loads(results.read_text()) if results.exists() else [])}
-    merged.update({r["figure"]: r for r in rows})
-    results.write_text(json.dumps(list(merged.values()), indent=2) + "\n")
     for r in rows:
         tgt = "" if r["target"] is None else f" (target {'<=' if r['lower_is_better'] else '>='} {r['target']})"
         print(f"{r['figure']}: {r['measured']} {r['unit']}{tgt}")

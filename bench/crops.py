@@ -7,7 +7,7 @@ at each crop size, then
 
     python -m bench.crops [--videos PATH...] [--sizes 112 224]
 
-Writes bench/crops.json and merges into bench/results.json.
+Writes bench/crops.json.
 """
 from __future__ import annotations
 

@@ -9,8 +9,7 @@ model in docs/scaling.md can turn a device's sustained FLOP/s into frames/s:
 
     python -m bench.flops
 
-Counts, not timings: they do not depend on the machine. Writes bench/flops.json and merges into
-bench/results.json.
+Counts, not timings: they do not depend on the machine. Writes bench/flops.json.
 """
 from __future__ import annotations
 

@@ -9,8 +9,7 @@ below this probe is under-trained; one far above it uses time.
 
 ``--build`` makes the demo's store with the public commands (``fer-pipeline synth``, ``stage0
 ingest``, ``stage1 embed`` with the bundled encoder, as ``fer-pipeline demo --encoder frozen``
-does); ``--quick`` generates 3 short videos only. Writes bench/linear_probe.json (rows) and
-merges into bench/results.json.
+does); ``--quick`` generates 3 short videos only. Writes bench/linear_probe.json (rows).
 """
 from __future__ import annotations
 

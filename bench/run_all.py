@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import functools
 import importlib
 import json
 import os
@@ -84,13 +83,9 @@ def suite_args(name: str, quick: bool, gpu: bool) -> list[str] | None:
     return []
 
 
-def run_child(name: str, results: Path, argv: list[str]) -> None:
-    """Inside the suite's process: its rows merge into ``results`` instead of bench/results.json."""
-    from bench import common
-
-    mod = importlib.import_module(MODULES.get(name, f"bench.{name}"))
-    mod.write_rows = functools.partial(common.write_rows, results=results)
-    mod.main(argv)
+def run_child(name: str, argv: list[str]) -> None:
+    """Inside the suite's process: its ``main`` writes its rows to ``--out``."""
+    importlib.import_module(MODULES.get(name, f"bench.{name}")).main(argv)
 
 
 def busy_limit() -> float:
@@ -193,8 +188,7 @@ def run_suite(name: str, argv: list[str], out_dir: Path) -> tuple[list[dict], fl
     """(rows, seconds, error) of one suite run in a fresh process."""
     out = out_dir / f"{name}.json"
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "bench.run_all", "--child", name, "--results",
-           str(out_dir / "results.partial.json"), "--", *argv, "--out", str(out)]
+    cmd = [sys.executable, "-m", "bench.run_all", "--child", name, "--", *argv, "--out", str(out)]
     print(f"== {name}: python -m {MODULES.get(name, f'bench.{name}')} {' '.join(argv)}", flush=True)
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT)
@@ -331,15 +325,17 @@ def main(argv=None) -> int:
                    help="with --only: replace those suites' rows and records in the existing "
                         "results.{json,md}, keep the other suites' as they were measured")
     p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--results", type=Path, help=argparse.SUPPRESS)
     args, rest = p.parse_known_args(argv)
     if args.child:
-        run_child(args.child, args.results, [a for a in rest if a != "--"])
+        run_child(args.child, [a for a in rest if a != "--"])
         return 0
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.merge and not args.only:
         p.error("--merge re-runs some suites: name them with --only")
+    if args.merge and not ((args.out_dir or BENCH) / "results.json").is_file():
+        p.error(f"--merge: no {(args.out_dir or BENCH) / 'results.json'} to merge into (run "
+                f"every suite once without --merge)")
     out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else BENCH)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
@@ -361,14 +357,13 @@ def main(argv=None) -> int:
               f"{os.cpu_count()} cores; other processes' runnable threads {other} on average"
               + (": its rows are invalid" if any(r.get("valid") is False for r in got) else ""),
               flush=True)
-    (out_dir / "results.partial.json").unlink(missing_ok=True)
     command = "python -m bench.run_all" + "".join(
         f" {a}" for a, on in (("--gpu", args.gpu), ("--quick", args.quick)) if on) + (
         f" --only {' '.join(args.only)}" if args.only else "")
     # other work on the machine shows in the timings: record how busy it was
     load = f" (1-min load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end)"
     header = None
-    if args.merge and (out_dir / "results.json").is_file():
+    if args.merge:
         old_md = (out_dir / "results.md").read_text() if (out_dir / "results.md").is_file() else ""
         rows = merge_rows(json.loads((out_dir / "results.json").read_text()), rows, args.only)
         runs = {**read_suite_runs(old_md), **runs}

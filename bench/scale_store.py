@@ -32,7 +32,7 @@ frames x ``--dim`` (default 2.8 M x 1024, the size of Aff-Wild2's EXPR frames th
                                 [--dir DIR] [--keep]
 
 The generated store and caches are deleted at the end unless ``--keep``. Writes
-bench/scale_store.json and merges into bench/results.json.
+bench/scale_store.json.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
 
     python -m bench.stage0 [--videos PATH...] [--detector retinaface|scrfd|yunet]
 
-Writes bench/stage0.json and merges into bench/results.json.
+Writes bench/stage0.json.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
     python -m bench.stage1 [--frames 2000] [--model tiny|base] [--workers 2]
 
 On a GPU: ``--model base`` measures swin_base_patch4_window7_224 (bf16, channels-last) frames/s
-(target >= 3000 on an H100). Writes bench/stage1.json and merges into bench/results.json.
+(target >= 3000 on an H100). Writes bench/stage1.json.
 """
 from __future__ import annotations
 

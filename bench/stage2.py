@@ -5,12 +5,14 @@
     default (swin_base) backbone -> the speedup the cache buys;
 (b) clip-batch assembly from the in-memory cache vs a plain tensor copy of the same bytes
     (target >= 0.5x);
+(d) the NaN/Inf check of loaded embeddings: the float16 bit test the store runs on each block
+    as it reads it, vs converting the rows to float32 and summing them (the check it replaced);
 (c) ``--gpu``: one epoch over an Aff-Wild2-sized synthetic store (600k frames, D = 1024; an
     epoch covers every frame once) on the GPU (target <= 5 s on an H100).
 
     python -m bench.stage2 [--skip-base] [--gpu]
 
-Writes bench/stage2.json and merges into bench/results.json.
+Writes bench/stage2.json.
 """
 from __future__ import annotations
 
@@ -148,6 +150,25 @@ def gpu_epoch(frames=600_000, dim=1024, clip_len=100, batch=256) -> list[dict]:
                 lower_is_better=True, batch=batch, device=torch.cuda.get_device_name(0))]
 
 
+def finite_check(frames=131_072, dim=1024) -> list[dict]:
+    """(d): seconds per 1 M rows of the store's NaN/Inf test vs a float32 row sum, same rows."""
+    from pipeline.store import _FINITE_CHUNK, nonfinite_rows
+
+    emb = np.random.default_rng(0).standard_normal((frames, dim), dtype=np.float32).astype(np.float16)
+    emb[frames // 3, 7] = np.nan
+
+    def float32_sum():
+        return np.concatenate([np.flatnonzero(~np.isfinite(emb[s:s + _FINITE_CHUNK].sum(1, dtype=np.float32))) + s
+                               for s in range(0, frames, _FINITE_CHUNK)])
+    np.testing.assert_array_equal(nonfinite_rows(emb), float32_sum())
+    t_bits, t_sum = timeit(lambda: nonfinite_rows(emb)), timeit(float32_sum)
+    info = {"frames": frames, "dim": dim}
+    per_m = 1e6 / frames
+    return [row("stage2 NaN/Inf check of fp16 embeddings (bit test), s per 1M x 1024 rows", t_bits * per_m,
+                "s", lower_is_better=True, **info),
+            row("stage2 NaN/Inf check: float32 row sum / float16 bit test", t_sum / t_bits, "x", **info)]
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--clips", type=int, default=4, help="clips per step in (a)")
@@ -157,7 +178,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("stage2.json"))
     args = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows = clip_assembly(device)
+    rows = clip_assembly(device) + finite_check()
     rows += step_speedup("tiny", device, args.clips, args.clip_len, repeat=5)
     if not args.skip_base:
         rows += step_speedup("base", device, args.clips, args.clip_len, repeat=2)

@@ -197,3 +197,22 @@ def test_run_all_quick_writes_the_table_of_its_figures(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "| flops |" in md and "| balance |" in md
     assert "--quick --only flops` at commit" in md and "suites balance re-run with" in md
+
+
+def test_a_suite_run_alone_leaves_the_record_alone_and_merge_needs_one(tmp_path):
+    """Only ``bench.run_all`` writes bench/results.{json,md}: a suite tried on its own writes its
+    own file, and ``--merge`` into a directory without a record is refused, not a table of the
+    re-run suite alone."""
+    from bench import balance
+
+    record = [ROOT / "bench" / n for n in ("results.json", "results.md")]
+    before = [p.read_bytes() if p.exists() else None for p in record]
+    rows = balance.main(["--shards", "4", "--videos", "20", "--frames", "5000",
+                         "--out", str(tmp_path / "balance.json")])
+    assert json.loads((tmp_path / "balance.json").read_text()) == rows and len(rows) == 2
+    assert [p.read_bytes() if p.exists() else None for p in record] == before
+    r = subprocess.run([sys.executable, "-m", "bench.run_all", "--only", "balance", "--merge",
+                        "--out-dir", str(tmp_path / "empty")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "no " in r.stderr and "results.json to merge into" in r.stderr
+    assert not (tmp_path / "empty" / "results.md").exists()
