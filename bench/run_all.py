@@ -281,16 +281,31 @@ def read_suite_runs(md: str) -> dict[str, tuple]:
 
 
 def merge_rows(old: list[dict], new: list[dict], suites: list[str]) -> list[dict]:
-    """``old`` with the rows of ``suites`` replaced by ``new``, in place of the first one they
-    replace (a row belongs to a suite by its ``suite`` field, or, in tables written before rows
-    carried it, by the figure's ``<suite>:`` prefix or a figure name the new rows share)."""
-    figures = {r["figure"] for r in new}
-    gone = [i for i, r in enumerate(old) if r.get("suite") in suites or r["figure"] in figures
-            or ("suite" not in r and any(r["figure"].startswith(f"{s}:") for s in suites))]
-    at = gone[0] if gone else len(old)
-    kept = [r for i, r in enumerate(old) if i not in set(gone)]
-    at -= sum(1 for i in gone if i < at)
-    return kept[:at] + new + kept[at:]
+    """``old`` with the rows of ``suites`` replaced by ``new``: each suite's new rows in place of
+    its first old row (a suite new to the table at the end). A row belongs to a suite by its
+    ``suite`` field, or, in tables written before rows carried it, by the figure's ``<suite>:``
+    prefix or a figure name the suite's new rows share."""
+    def owner(r: dict) -> str | None:
+        if r.get("suite") in suites:
+            return r["suite"]
+        for s in suites:
+            if r["figure"] in figures[s] or ("suite" not in r and r["figure"].startswith(f"{s}:")):
+                return s
+        return None
+
+    figures = {s: {r["figure"] for r in new if r.get("suite") == s} for s in suites}
+    fresh = {s: [r for r in new if r.get("suite") == s] for s in suites}
+    fresh[None] = [r for r in new if r.get("suite") not in suites]
+    out: list[dict] = []
+    placed = set()
+    for r in old:
+        s = owner(r)
+        if s is None:
+            out.append(r)
+        elif s not in placed:
+            out += fresh[s]
+            placed.add(s)
+    return out + [r for s in [*suites, None] if s not in placed for r in fresh[s]]
 
 
 def merge_header(old_md: str, only: list[str], how: str) -> str:

@@ -53,7 +53,7 @@ def test_merge_header_keeps_only_the_reruns_whose_rows_remain():
 
 
 def test_merge_replaces_one_suites_rows_and_record_and_keeps_the_others():
-    old = [_row("stage1 a", 1.0), _row("scale: b", 2.0), _row("scale: c", 3.0), _row("balance: d", 4.0)]
+    old = [{**_row("stage1 a", 1.0), "suite": "stage1"}, _row("scale: b", 2.0), _row("scale: c", 3.0), _row("balance: d", 4.0)]
     old_runs = {"stage1": (10.0, None, 0.5, 0.6, 0.01), "scale": (99.0, None, 0.7, 0.8, 0.02),
                 "balance": (5.0, None, 0.1, 0.2, None)}
     md = run_all.markdown(old, old_runs, "python -m bench.run_all", "old123", " (load)")
@@ -65,6 +65,11 @@ def test_merge_replaces_one_suites_rows_and_record_and_keeps_the_others():
     # a second merge finds the rows by their suite field
     again = run_all.merge_rows(merged, [{**_row("scale: f", 6.0), "suite": "scale"}], ["scale"])
     assert [r["figure"] for r in again] == ["stage1 a", "scale: f", "balance: d"]
+    # suites re-run together: each suite's rows stay where that suite's rows were
+    both = run_all.merge_rows(again, [{**_row("stage1 g", 7.0), "suite": "stage1"},
+                                      {**_row("balance: h", 8.0), "suite": "balance"}],
+                              ["stage1", "balance"])
+    assert [r["figure"] for r in both] == ["stage1 g", "scale: f", "balance: h"]
 
 
 def test_rows_of_a_suite_run_under_load_are_invalid_not_misses():
