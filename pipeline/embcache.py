@@ -145,6 +145,22 @@ def open_consolidated(path: str | Path) -> LoadedStore:
                        nonfinite=None if bad is None else np.asarray(bad, np.int64))
 
 
+def _record_nonfinite(path: Path) -> None:
+    """A copy written before non-finite rows were recorded: find them once (one read of the
+    file) and add them to its index, so later runs do not read it again to check it."""
+    meta = read_meta(path)
+    if "nonfinite" in meta:
+        return
+    from pipeline.io import write_text
+    from pipeline.store import nonfinite_rows
+
+    meta["nonfinite"] = nonfinite_rows(open_consolidated(path).emb).tolist()
+    try:
+        write_text(path / "index.json", json.dumps(meta))
+    except OSError as e:            # a read-only cache: every run checks it by reading it
+        log.info("%s: cannot record its non-finite rows (%s)", path, e.strerror or e)
+
+
 def _free_bytes(directory: Path) -> int:
     st = os.statvfs(directory)
     return st.f_bavail * st.f_frsize
@@ -233,6 +249,7 @@ def _ensure_disk_cache(store: EmbeddingStore, cache_dir: Path, path: Path, finge
     me = str(Path(store.path).resolve())
     if is_complete(path) and read_meta(path).get("fingerprint") == fingerprint:
         log.info("stage2: embeddings memory-mapped from the cache %s", path)
+        _record_nonfinite(path)
         return None
     cache_dir.mkdir(parents=True, exist_ok=True)
     stale = [d for d in cache_dir.glob(f"{store.encoder_key}-*")

@@ -103,7 +103,8 @@ def test_nonfinite_rows_are_found_while_copying_and_not_scanned_again(tmp_path, 
     (copy / "index.json").write_text(json.dumps(meta))
     assert embcache.open_consolidated(copy).nonfinite is None
     with pytest.raises(UsageError, match=r"v03 frames 3-5, 10"):
-        load_checked(store, index, data)                 # checked by reading it
+        load_checked(store, index, data)                 # checked by reading it, once:
+    assert embcache.read_meta(copy)["nonfinite"] == [row0 + 2, row0 + 3, row0 + 4, row0 + 9]
 
 
 def test_splits_are_index_views_of_one_array(tmp_path):
