@@ -348,10 +348,10 @@ def main(argv=None) -> int:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.merge and not args.only:
         p.error("--merge re-runs some suites: name them with --only")
-    if args.merge and not ((args.out_dir or BENCH) / "results.json").is_file():
-        p.error(f"--merge: no {(args.out_dir or BENCH) / 'results.json'} to merge into (run "
-                f"every suite once without --merge)")
     out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else BENCH)
+    if args.merge and not (out_dir / "results.json").is_file():
+        p.error(f"--merge: no {out_dir / 'results.json'} to merge into (run every suite once "
+                f"without --merge)")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     runs: dict[str, tuple] = {}
