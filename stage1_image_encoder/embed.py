@@ -158,10 +158,16 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
                             num_workers=cfg.stage1.embed.workers, pin_memory=device.type == "cuda")
         use_amp = device.type == "cuda"
         normalize = BatchNormalizer(mcfg)
+        buf = None      # on a CPU: one input buffer for all batches (see BatchNormalizer)
+        if device.type == "cpu":
+            S = mcfg.img_size
+            buf = torch.empty(cfg.stage1.embed.batch_size, 3, S, S)
         with torch.inference_mode(), progress(total=len(paths), desc="embed", unit="frame") as bar:
             for idx, images, ok in loader:
+                x = images.to(device, non_blocking=True)
+                x = normalize(x, out=None if buf is None else buf[:len(x)])
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = embed(model, normalize(images.to(device, non_blocking=True)))
+                    out = embed(model, x)
                 out = out.float().cpu().numpy()
                 for j, flat in enumerate(idx.tolist()):
                     p = pending[owners[flat]]

@@ -78,6 +78,34 @@ def test_embed_manifest_aligned_resumable(affwild2_tree, tmp_path, tiny_cfg):
         run_embed(manifest_path, other, store=store_path)
 
 
+def test_stored_embeddings_are_the_encoder_on_each_crop(ingested, tmp_path):
+    """Every stored row is the encoder's output on that frame's crop alone, normalised the plain
+    way: batches of 5 leave a short last batch in each video, so the reused CPU input buffer is
+    written at several lengths."""
+    from stage1_image_encoder.loading import BatchNormalizer, crop_tensor, read_image
+
+    cfg = load_config(overrides=TINY_SWIN + ["stage1.embed.batch_size=5"])
+    res = run_embed(ingested, cfg, store=tmp_path / "store")
+    assert res.written and not res.failures
+    model, mcfg = encoder_from(cfg)
+    model.eval()
+    norm = BatchNormalizer(mcfg)
+    store = EmbeddingStore.open(tmp_path / "store")
+    manifest = read_manifest(ingested)
+    checked, sizes = 0, set()
+    for video, g in manifest.groupby("video"):
+        rec = store.read_video(video)
+        g = g.sort_values("frame")
+        for frame, path in zip(g.frame[g.has_face], g.crop_path[g.has_face]):
+            x = crop_tensor(read_image(path), mcfg.img_size, mcfg.grayscale)[None]
+            with torch.inference_mode():
+                want = embed(model, norm(x))[0].numpy()
+            np.testing.assert_allclose(rec.emb[frame - 1].astype(np.float32), want, rtol=1e-2, atol=2e-3)
+            checked += 1
+        sizes.add(int(g.has_face.sum()) % 5)
+    assert checked > 20 and sizes - {0}
+
+
 def test_missing_manifest_is_usage_error(tmp_path, tiny_cfg):
     with pytest.raises(UsageError, match="manifest not found"):
         run_embed(tmp_path / "nope.parquet", tiny_cfg, store=tmp_path / "s")
