@@ -1,8 +1,6 @@
 """Datasets feeding the image encoder."""
 from __future__ import annotations
 
-import os
-
 import cv2
 import numpy as np
 import torch
@@ -69,9 +67,13 @@ class CropFiles(Dataset):
 
 def read_image(path: str) -> np.ndarray | None:
     """BGR uint8 image, or None when the file is missing, unreadable or truncated."""
-    if not path or not os.path.isfile(path):
+    if not path:
         return None
-    data = np.fromfile(path, dtype=np.uint8)
+    try:               # one open + read (half the time of isfile + np.fromfile on a 4 kB crop)
+        with open(path, "rb") as f:
+            data = np.frombuffer(f.read(), dtype=np.uint8)
+    except OSError:    # missing, a directory, unreadable
+        return None
     if data.size == 0:
         return None
     # A JPEG without its end-of-image marker is truncated; OpenCV would silently grey-fill it.
