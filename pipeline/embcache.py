@@ -100,7 +100,7 @@ def write_consolidated(store: EmbeddingStore, index: StoreIndex, path: str | Pat
                 "frames": index.frames, "fingerprint": fingerprint,
                 "store": str(Path(store.path).resolve()), "videos": index.videos,
                 "offsets": index.offsets.tolist(), "attrs": index.attrs,
-                "nonfinite": bad.tolist(),
+                "nonfinite_runs": row_runs(bad),
                 "created": _dt.datetime.now().isoformat(timespec="seconds")}
         (tmp / "index.json").write_text(json.dumps(meta))
         try:
@@ -139,22 +139,43 @@ def open_consolidated(path: str | Path) -> LoadedStore:
             raise UsageError(f"{path / name}: {size} bytes, expected {expect} (a damaged cache: "
                              f"delete {path})")
         arrays[k] = np.memmap(path / name, dtype=dtype, mode="c", shape=shape)
-    bad = meta.get("nonfinite")       # found while writing (absent: a copy from an older version)
     return LoadedStore(list(meta["videos"]), np.asarray(meta["offsets"], np.int64), arrays["emb"],
                        arrays["label"], arrays["face"], list(meta["attrs"]), meta["encoder_key"], D,
-                       nonfinite=None if bad is None else np.asarray(bad, np.int64))
+                       nonfinite=_recorded_nonfinite(meta))
+
+
+def row_runs(rows: np.ndarray) -> list[list[int]]:
+    """Sorted row numbers as ``[start, stop)`` runs: a whole damaged video is one pair, so the
+    index stays small whatever the number of rows."""
+    rows = np.asarray(rows, np.int64)
+    if not rows.size:
+        return []
+    cut = np.flatnonzero(np.diff(rows) != 1) + 1
+    return np.stack([rows[np.r_[0, cut]], rows[np.r_[cut - 1, rows.size - 1]] + 1], 1).tolist()
+
+
+def _recorded_nonfinite(meta: dict) -> np.ndarray | None:
+    """The non-finite rows found while the copy was written; None for a copy written before
+    they were recorded. (``nonfinite``: the plain list of rows of an earlier format.)"""
+    if "nonfinite_runs" in meta:
+        runs = meta["nonfinite_runs"]
+        return (np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in runs]) if runs
+                else np.zeros(0, np.int64))
+    if "nonfinite" in meta:
+        return np.asarray(meta["nonfinite"], np.int64)
+    return None
 
 
 def _record_nonfinite(path: Path) -> None:
     """A copy written before non-finite rows were recorded: find them once (one read of the
     file) and add them to its index, so later runs do not read it again to check it."""
     meta = read_meta(path)
-    if "nonfinite" in meta:
+    if _recorded_nonfinite(meta) is not None:
         return
     from pipeline.io import write_text
     from pipeline.store import nonfinite_rows
 
-    meta["nonfinite"] = nonfinite_rows(open_consolidated(path).emb).tolist()
+    meta["nonfinite_runs"] = row_runs(nonfinite_rows(open_consolidated(path).emb))
     try:
         write_text(path / "index.json", json.dumps(meta))
     except OSError as e:            # a read-only cache: every run checks it by reading it

@@ -85,7 +85,7 @@ def test_nonfinite_rows_are_found_while_copying_and_not_scanned_again(tmp_path, 
     with pytest.raises(UsageError, match=r"4 frame\(s\) .* v03 frames 3-5, 10"):
         load_checked(store, index, data)                 # the user's path: writes the cache
     (copy,) = (tmp_path / "cache").iterdir()
-    assert embcache.read_meta(copy)["nonfinite"] == [row0 + 2, row0 + 3, row0 + 4, row0 + 9]
+    assert embcache.read_meta(copy)["nonfinite_runs"] == [[row0 + 2, row0 + 5], [row0 + 9, row0 + 10]]
 
     def scanned(emb):
         raise AssertionError("the mapped copy was read again to check it")
@@ -99,12 +99,22 @@ def test_nonfinite_rows_are_found_while_copying_and_not_scanned_again(tmp_path, 
     assert np.isnan(on_disk[row0 + 2, 1])                # masked in private pages, not in the file
     monkeypatch.undo()
     meta = embcache.read_meta(copy)                      # a copy written before rows were recorded
-    del meta["nonfinite"]
-    (copy / "index.json").write_text(json.dumps(meta))
+    del meta["nonfinite_runs"]
+    (copy / "index.json").write_text(json.dumps({**meta, "nonfinite": [row0 + 2, row0 + 9]}))
+    np.testing.assert_array_equal(embcache.open_consolidated(copy).nonfinite, [row0 + 2, row0 + 9])
+    (copy / "index.json").write_text(json.dumps(meta))   # the earlier format's plain list ^
     assert embcache.open_consolidated(copy).nonfinite is None
     with pytest.raises(UsageError, match=r"v03 frames 3-5, 10"):
         load_checked(store, index, data)                 # checked by reading it, once:
-    assert embcache.read_meta(copy)["nonfinite"] == [row0 + 2, row0 + 3, row0 + 4, row0 + 9]
+    assert embcache.read_meta(copy)["nonfinite_runs"] == [[row0 + 2, row0 + 5], [row0 + 9, row0 + 10]]
+
+
+@pytest.mark.parametrize("rows", [[], [7], [0, 1, 2, 5, 6, 9], list(range(10**6))])
+def test_row_runs_round_trip(rows):
+    runs = embcache.row_runs(np.array(rows, np.int64))
+    assert len(runs) <= 3
+    back = embcache._recorded_nonfinite({"nonfinite_runs": json.loads(json.dumps(runs))})
+    np.testing.assert_array_equal(back, rows)
 
 
 def test_splits_are_index_views_of_one_array(tmp_path):
