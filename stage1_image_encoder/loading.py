@@ -34,8 +34,8 @@ class BatchNormalizer:
 
     def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``out``: a float32 tensor of x's shape to write into (a loop on the CPU reuses one
-        buffer: every new 10 MB batch would otherwise be fresh pages, faulted in and zeroed by
-        the kernel, on each of the three intermediate results)."""
+        buffer: each of the three intermediate results, 10 MB for 64 crops of 112 px, would
+        otherwise be fresh pages that the kernel faults in and zeroes, batch after batch)."""
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         if out is None:
             return (x.float() - mean) / std
