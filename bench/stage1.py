@@ -5,7 +5,10 @@
 - their ratio (target >= 0.9: reading and writing hide behind the forward pass): the median over
   paired rounds, each timing both sides back to back
 
-    python -m bench.stage1 [--frames 2000] [--model tiny|base] [--workers 2]
+    python -m bench.stage1 [--frames 2000] [--model tiny|base] [--workers 2] [--threads 1]
+
+``--threads 1 --workers 1`` on a CPU gives the forward one core and the loader the other (the
+division of labour of a GPU node, where the forward has a device of its own).
 
 On a GPU: ``--model base`` measures swin_base_patch4_window7_224 (bf16, channels-last) frames/s
 (target >= 3000 on an H100). Writes bench/stage1.json.
@@ -57,8 +60,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--workers", type=int, default=0 if not torch.cuda.is_available() else 4,
                    help="DataLoader workers (default: 0 on a CPU, where workers compete with the forward)")
     p.add_argument("--repeat", type=int, default=5, help="paired rounds (bare, embed)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the forward, both sides (default: torch's, all cores)")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("stage1.json"))
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from stage1_image_encoder.loading import BatchNormalizer, crop_tensor
     from pipeline.manifest import read_manifest
@@ -125,7 +132,7 @@ def main(argv=None) -> list[dict]:
     ratios = np.array(full_fps) / np.array(bare_fps)
     info = {"model": mcfg.name, "img_size": mcfg.img_size, "batch": args.batch,
             "workers": args.workers, "frames": args.frames, "device": device.type,
-            "rounds": args.repeat}
+            "rounds": args.repeat, "threads": torch.get_num_threads()}
     rows = [row("stage1 bare backbone forward, frames/s", np.median(bare_fps), "frames/s", **info),
             row("stage1 embed (decode + forward + store), frames/s", np.median(full_fps), "frames/s",
                 **info),
