@@ -2,7 +2,7 @@
 
 generate Aff-Wild2-layout data -> stage 1: the real-face encoder shipped with the package,
 fine-tuned on the generated RAF-DB-layout stills (``--encoder finetuned``, the default: it
-measured 58.0 macro-F1 on the demo's validation videos against 38.0 frozen) or used as it is
+measured 57.8 macro-F1 on the demo's validation videos against 38.0 frozen) or used as it is
 (``--encoder frozen``) -> stage 0 ingest -> stage 1 embed -> stage 2 train + full-video
 evaluation -> per-class F1 table -> HTML report -> predictions on a generated validation video
 (the demo's run) and on a bundled real video (the bundled real-face encoder: the demo's
