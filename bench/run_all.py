@@ -309,12 +309,17 @@ def merge_rows(old: list[dict], new: list[dict], suites: list[str]) -> list[dict
 
 
 def merge_header(old_md: str, only: list[str], how: str) -> str:
-    """The record line of a merged results.md: the earlier line, without the re-runs of suites
-    re-run again now (their rows are replaced), plus this re-run."""
+    """The record line of a merged results.md: the earlier line, each earlier re-run naming only
+    the suites whose rows it still holds (one with none left is dropped), plus this re-run."""
     lines = old_md.splitlines()
     before = lines[2].split(". Ratio =", 1)[0] if len(lines) > 2 and lines[2].startswith("`") else "earlier runs"
     first, *reruns = before.split("; suites ")
-    kept = [c for c in reruns if not set(c.split(" re-run with ", 1)[0].split(", ")) <= set(only)]
+    kept = []
+    for clause in reruns:
+        suites, _, how_then = clause.partition(" re-run with ")
+        left = [x for x in suites.split(", ") if x not in only]
+        if left:
+            kept.append(f"{', '.join(left)} re-run with {how_then}")
     return "; suites ".join([first, *kept, f"{', '.join(only)} re-run with {how}"])
 
 

@@ -50,6 +50,8 @@ def test_merge_header_keeps_only_the_reruns_whose_rows_remain():
     # a re-run of one of two suites re-run together leaves that record (the other's rows remain)
     h = run_all.merge_header(md, ["flops"], "`w`")
     assert "`b2`" in h and "`c3`" in h and h.endswith("suites flops re-run with `w`")
+    assert "; suites balance re-run with `y --merge` at commit `c3`" in h      # flops is not c3's now
+    assert "balance, flops" not in h
 
 
 def test_merge_replaces_one_suites_rows_and_record_and_keeps_the_others():
