@@ -2,8 +2,8 @@
 at each crop size, then
 
 - bytes on disk: mean JPEG bytes per crop, manifest and detections parquet bytes per frame;
-- the stage-1 loader's per-item work (``CropFiles[i]``: read + JPEG decode + resize to the
-  default encoder's 224 px) on one core, crops/s — how many cores keep one GPU fed.
+- the stage-1 loader's work per crop (``CropBatches`` items of 64 crops: read + JPEG decode +
+  resize to the default encoder's 224 px) on one core, crops/s — how many cores keep one GPU fed.
 
     python -m bench.crops [--videos PATH...] [--sizes 112 224]
 
@@ -30,18 +30,20 @@ SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "vid
 
 
 def decode_rate(paths: list[str], repeat: int = 3) -> float:
-    """Best-of-``repeat`` crops/s of ``CropFiles`` items on one thread at the default img_size."""
-    from stage1_image_encoder.loading import CropFiles
+    """Best-of-``repeat`` crops/s of ``CropBatches`` items (batches of 64) on one thread at the
+    default img_size."""
+    from stage1_image_encoder.loading import CropBatches
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    ds = CropFiles(paths, load_config().stage1.model)
+    ds = CropBatches(paths, [list(range(s, min(s + 64, len(paths)))) for s in range(0, len(paths), 64)],
+                     load_config().stage1.model)
     best = 0.0
     for _ in range(repeat):
         t = time.perf_counter()
-        for i in range(len(ds)):
-            ds[i]
-        best = max(best, len(ds) / (time.perf_counter() - t))
+        for k in range(len(ds)):
+            ds[k]
+        best = max(best, len(paths) / (time.perf_counter() - t))
     return best
 
 

@@ -3,8 +3,9 @@
 All pending crops stream through one DataLoader in (video, frame) order, in batches that never
 span two videos (so a video's embeddings do not depend on which other videos were pending: a
 resumed run and a multi-rank run write the same arrays as one uninterrupted run). A video is
-written to the store (completion marker last) as soon as its last crop has been embedded, so a
-killed run loses at most the video in flight. Videos already complete are skipped. Under
+written to the store (completion marker last) as soon as its last crop has been embedded, by a
+thread of its own while the next batches run (at most ``MAX_QUEUED_WRITES`` videos wait), so a
+killed run loses at most the videos in flight. Videos already complete are skipped. Under
 torchrun, ranks take disjoint videos and write to the same store; separate runs may share a
 store too (the store locks each video; one finished by another writer meanwhile is skipped).
 
@@ -16,6 +17,8 @@ read-only) stops the run: ``EmbedResult.stopped`` names the file and the OS erro
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +34,12 @@ from pipeline.io import write_text
 from pipeline.progress import progress
 from pipeline.runs import git_sha
 from pipeline.store import EmbeddingStore, nonfinite_rows
-from stage1_image_encoder.loading import BatchNormalizer, CropFiles
+from stage1_image_encoder.loading import BatchNormalizer, CropBatches
 from stage1_image_encoder.model import embed, encoder_key, preprocessing
 
 log = logging.getLogger(__name__)
+
+MAX_QUEUED_WRITES = 2   # videos embedded and waiting for the store writer, at most
 
 
 @dataclass
@@ -113,9 +118,10 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
         owners += [i] * len(idx)
         positions += idx.tolist()
         paths += p.rows["crop_path"].iloc[idx].tolist()
+    positions = np.asarray(positions, dtype=np.int64)
 
     def finish(p: _Pending) -> None:
-        nonlocal bad_crops, stopped
+        """Check a video whose crops are all embedded and queue its store write."""
         if stopped:
             return
         if nonfinite_rows(p.emb).size:
@@ -134,55 +140,74 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
         if bad:
             log.warning("%s: %d of %d face crops unreadable, marked face=False (first: %s)",
                         p.name, bad, p.faces, p.bad_jpegs[0])
-        try:
-            done = store.write_video(p.name, p.emb, p.rows["label"].to_numpy(np.int8), p.face,
-                                     _video_attrs(p.rows), replace=False)
-        except OSError as e:    # disk full, read-only: nothing of this video is in the store
-            stopped = f"{os_error_line(e)} (writing {p.name}; it is not in the store)"
-            log.error(stopped)
-            return
-        if not done:
-            log.info("%s: completed meanwhile by another writer of %s; skipped", p.name, store.path)
-            skipped.append(p.name)
-            return
-        bad_crops += bad
-        written.append(p.name)
+        labels = p.rows["label"].to_numpy(np.int8)
+        writes.append((p, writer.submit(store.write_video, p.name, p.emb, labels, p.face,
+                                        _video_attrs(p.rows), replace=False)))
+        settle(keep=MAX_QUEUED_WRITES)
 
-    for p in pending:  # videos without any face crop are complete already
-        if p.remaining == 0:
-            finish(p)
+    def settle(keep: int) -> None:
+        """Account for the store writes that are done, in order; wait while more than ``keep``
+        are queued."""
+        nonlocal bad_crops, stopped
+        while writes and (len(writes) > keep or writes[0][1].done()):
+            p, fut = writes.popleft()
+            try:
+                done = fut.result()
+            except OSError as e:    # disk full, read-only: nothing of this video is in the store
+                if not stopped:
+                    stopped = f"{os_error_line(e)} (writing {p.name}; it is not in the store)"
+                    log.error(stopped)
+                continue
+            if not done:
+                log.info("%s: completed meanwhile by another writer of %s; skipped", p.name, store.path)
+                skipped.append(p.name)
+                continue
+            bad_crops += len(p.bad_jpegs)
+            written.append(p.name)
 
-    if paths:
-        loader = DataLoader(CropFiles(paths, mcfg),
-                            batch_sampler=per_video_batches(owners, cfg.stage1.embed.batch_size),
-                            num_workers=cfg.stage1.embed.workers, pin_memory=device.type == "cuda")
-        use_amp = device.type == "cuda"
-        normalize = BatchNormalizer(mcfg)
-        buf = None      # on a CPU: one input buffer for all batches (see BatchNormalizer)
-        if device.type == "cpu":
-            S = mcfg.img_size
-            buf = torch.empty(cfg.stage1.embed.batch_size, 3, S, S)
-        with torch.inference_mode(), progress(total=len(paths), desc="embed", unit="frame") as bar:
-            for idx, images, ok in loader:
-                x = images.to(device, non_blocking=True)
-                x = normalize(x, out=None if buf is None else buf[:len(x)])
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = embed(model, x)
-                out = out.float().cpu().numpy()
-                for j, flat in enumerate(idx.tolist()):
-                    p = pending[owners[flat]]
-                    row = positions[flat]
-                    if ok[j]:
-                        p.emb[row] = out[j]
-                        p.face[row] = True
-                    else:
-                        p.bad_jpegs.append(paths[flat])
-                    p.remaining -= 1
+    # Store writes run on a thread of their own, overlapping the next batches' forward passes.
+    writes: deque[tuple[_Pending, Future]] = deque()
+    writer = ThreadPoolExecutor(1, thread_name_prefix="embed-store-writer")
+    try:
+        for p in pending:  # videos without any face crop are complete already
+            if p.remaining == 0:
+                finish(p)
+        if paths:
+            on_cpu = device.type == "cpu"
+            workers = cfg.stage1.embed.workers
+            crops = CropBatches(paths, per_video_batches(owners, cfg.stage1.embed.batch_size), mcfg,
+                                reuse=workers == 0)
+            loader = DataLoader(crops, batch_size=None, num_workers=workers,
+                                pin_memory=device.type == "cuda")
+            use_amp = device.type == "cuda"
+            normalize = BatchNormalizer(mcfg)
+            buf = None      # on a CPU: one input buffer for all batches (see BatchNormalizer)
+            if on_cpu:
+                S = mcfg.img_size
+                buf = torch.empty(cfg.stage1.embed.batch_size, 3, S, S)
+            with torch.inference_mode(), progress(total=len(paths), desc="embed", unit="frame") as bar:
+                for idx, images, ok in loader:
+                    x = images.to(device, non_blocking=True)
+                    x = normalize(x, out=None if buf is None else buf[:len(x)])
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                        out = embed(model, x)
+                    out = out.float().cpu().numpy()
+                    idx, ok = idx.numpy(), ok.numpy()
+                    p = pending[owners[idx[0]]]            # a batch never spans two videos
+                    rows = positions[idx]
+                    p.emb[rows[ok]] = out[ok]
+                    p.face[rows[ok]] = True
+                    p.bad_jpegs += [paths[i] for i in idx[~ok]]
+                    p.remaining -= len(idx)
                     if p.remaining == 0:
                         finish(p)
-                bar.update(len(idx))
-                if stopped:
-                    break
+                    settle(keep=MAX_QUEUED_WRITES)
+                    bar.update(len(idx))
+                    if stopped:
+                        break
+        settle(keep=0)
+    finally:
+        writer.shutdown(wait=True, cancel_futures=True)
     distributed.barrier()
     return EmbedResult(store_path, key, written, skipped, failures, len(paths), bad_crops, stopped)
 

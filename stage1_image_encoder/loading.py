@@ -33,40 +33,58 @@ class BatchNormalizer:
         self.std = torch.tensor(cfg.std).view(1, 3, 1, 1) * 255.0
 
     def __call__(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """``out``: a float32 tensor of x's shape to write into (a loop on the CPU reuses one
+        """``x``: (B, 3, S, S), or (B, S, S, 3) channels-last as :class:`CropBatches` gives it.
+        ``out``: a (B, 3, S, S) float32 tensor to write into (a loop on the CPU reuses one
         buffer: each of the three intermediate results, 10 MB for 64 crops of 112 px, would
         otherwise be fresh pages that the kernel faults in and zeroes, batch after batch)."""
+        if x.shape[-1] == 3 and x.shape[1] != 3:
+            x = x.permute(0, 3, 1, 2)
         mean, std = self.mean.to(x.device), self.std.to(x.device)
         if out is None:
             return (x.float() - mean) / std
         return torch.sub(x, mean, out=out).div_(std)
 
 
-class CropFiles(Dataset):
-    """Face crops read from JPEG files in the given order.
+class CropBatches(Dataset):
+    """Face crops read from JPEG files, one batch per item (``batches``: lists of indices into
+    ``paths``; use ``DataLoader(..., batch_size=None)``).
 
-    Item: (index, image (3, S, S) uint8 RGB, ok). An unreadable or truncated file gives
-    ``ok = False`` and a zero image, so one bad JPEG never stops a run. Normalise batches with
-    :class:`BatchNormalizer`.
+    Item: (indices (n,) int64, images (n, S, S, 3) uint8 RGB channels-last, ok (n,) bool). Each
+    crop is decoded straight into its row of the batch: no per-crop tensor, no collate copy. An
+    unreadable or truncated file gives ``ok = False`` and a zero image, so one bad JPEG never
+    stops a run. ``reuse``: every item is written into one buffer, for a loop in the main process
+    that is done with a batch before it asks for the next (not with DataLoader workers).
+    Normalise batches with :class:`BatchNormalizer`.
     """
 
-    def __init__(self, paths: list[str], cfg: EncoderModelConfig):
+    def __init__(self, paths: list[str], batches: list[list[int]], cfg: EncoderModelConfig,
+                 reuse: bool = False):
         self.paths = paths
+        self.batches = batches
         self.size = cfg.img_size
         self.grayscale = cfg.grayscale
+        self._buf = None
+        if reuse and batches:
+            self._buf = torch.empty(max(map(len, batches)), self.size, self.size, 3, dtype=torch.uint8)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.batches)
 
-    def __getitem__(self, i: int):
-        img = read_image(self.paths[i])
-        if img is None:
-            return i, torch.zeros(3, self.size, self.size, dtype=torch.uint8), False
-        return i, crop_tensor(img, self.size, self.grayscale), True
+    def __getitem__(self, k: int):
+        idx = self.batches[k]
+        n, S = len(idx), self.size
+        images = self._buf[:n] if self._buf is not None else torch.empty(n, S, S, 3, dtype=torch.uint8)
+        rows = images.numpy()
+        ok = np.ones(n, bool)
+        for j, i in enumerate(idx):
+            if not decode_into(self.paths[i], rows[j], self.grayscale):
+                ok[j] = False
+                rows[j] = 0
+        return torch.as_tensor(idx, dtype=torch.int64), images, torch.from_numpy(ok)
 
 
-def read_image(path: str) -> np.ndarray | None:
-    """BGR uint8 image, or None when the file is missing, unreadable or truncated."""
+def read_jpeg_bytes(path: str) -> np.ndarray | None:
+    """The file's bytes, or None when it is missing, unreadable, empty or a truncated JPEG."""
     if not path:
         return None
     try:               # one open + read (half the time of isfile + np.fromfile on a 4 kB crop)
@@ -79,7 +97,30 @@ def read_image(path: str) -> np.ndarray | None:
     # A JPEG without its end-of-image marker is truncated; OpenCV would silently grey-fill it.
     if data[:2].tobytes() == b"\xff\xd8" and data[-2:].tobytes() != b"\xff\xd9":
         return None
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return data
+
+
+def read_image(path: str) -> np.ndarray | None:
+    """BGR uint8 image, or None when the file is missing, unreadable or truncated."""
+    data = read_jpeg_bytes(path)
+    return None if data is None else cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
+def decode_into(path: str, dst: np.ndarray, grayscale: bool = False) -> bool:
+    """Decode the image file at ``path`` into ``dst`` ((S, S, 3) uint8 RGB), resized when its
+    size differs, grey when ``grayscale``; the same pixels as :func:`crop_tensor` of
+    :func:`read_image`. False (``dst`` untouched) when the file is unreadable."""
+    data = read_jpeg_bytes(path)
+    img = None if data is None else cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
+    if img is None:
+        return False
+    if grayscale:
+        img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    if img.shape[:2] != dst.shape[:2]:
+        cv2.resize(img, dst.shape[1::-1], dst=dst, interpolation=cv2.INTER_LINEAR)
+    else:
+        dst[...] = img
+    return True
 
 
 def crop_box(img: np.ndarray, box) -> np.ndarray | None:

@@ -106,6 +106,65 @@ def test_stored_embeddings_are_the_encoder_on_each_crop(ingested, tmp_path):
     assert checked > 20 and sizes - {0}
 
 
+@pytest.mark.parametrize("grayscale", [False, True])
+def test_crop_batches_hold_the_per_crop_decode(tmp_path, grayscale):
+    """Each row of a ``CropBatches`` item is what ``crop_tensor(read_image(path))`` gives that
+    crop (resized when its size differs, grey when asked), channels-last; unreadable, truncated,
+    empty or missing files are zero rows with ok False. A reused buffer and a DataLoader worker
+    give the same items, and the normaliser takes either layout to the same floats."""
+    import cv2
+    from torch.utils.data import DataLoader
+
+    from stage1_image_encoder.loading import BatchNormalizer, CropBatches, crop_tensor, read_image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for k, (h, w) in enumerate([(48, 48), (48, 48), (64, 70), (30, 41), (48, 48), (100, 90)]):
+        img = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (5, 5), 1)
+        cv2.imwrite(str(tmp_path / f"{k}.jpg"), img)
+        paths.append(str(tmp_path / f"{k}.jpg"))
+    whole = (tmp_path / "0.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[:len(whole) // 2])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "junk.jpg").write_bytes(b"not an image")
+    paths[1:1] = [str(tmp_path / n) for n in ("cut.jpg", "missing.jpg", "empty.jpg", "junk.jpg")] + [""]
+    batches = [[0, 1, 2], [3, 4, 5, 6, 7, 8], [9, 10]]
+    mcfg = load_config(overrides=TINY_SWIN).stage1.model.model_copy(
+        update={"img_size": 48, "grayscale": grayscale})
+
+    want_img, want_ok = [], []
+    for q in paths:
+        img = read_image(q)
+        want_ok.append(img is not None)
+        want_img.append(torch.zeros(48, 48, 3, dtype=torch.uint8) if img is None
+                        else crop_tensor(img, 48, grayscale).permute(1, 2, 0))
+    assert want_ok == [True, False, False, False, False, False, True, True, True, True, True]
+
+    def check(k, item):
+        idx, images, ok = item
+        assert idx.tolist() == batches[k]
+        assert images.shape == (len(batches[k]), 48, 48, 3) and images.dtype == torch.uint8
+        assert ok.tolist() == [want_ok[i] for i in batches[k]]
+        for row, i in zip(images, batches[k]):
+            assert torch.equal(row, want_img[i]), paths[i]
+
+    for reuse in (False, True):
+        ds = CropBatches(paths, batches, mcfg, reuse=reuse)
+        assert len(ds) == 3
+        for k in range(3):
+            check(k, ds[k])
+    for k, item in enumerate(DataLoader(CropBatches(paths, batches, mcfg), batch_size=None, num_workers=1)):
+        check(k, item)
+
+    norm = BatchNormalizer(mcfg)
+    images = CropBatches(paths, batches, mcfg)[1][1]
+    plain = norm(images.permute(0, 3, 1, 2).contiguous())
+    assert torch.equal(norm(images), plain)
+    assert torch.equal(norm(images, out=torch.empty(6, 3, 48, 48)), plain)
+    if grayscale:
+        assert torch.equal(images[..., 0], images[..., 2])
+
+
 def test_missing_manifest_is_usage_error(tmp_path, tiny_cfg):
     with pytest.raises(UsageError, match="manifest not found"):
         run_embed(tmp_path / "nope.parquet", tiny_cfg, store=tmp_path / "s")
