@@ -3,7 +3,7 @@
 - the full embed path (JPEG decode in DataLoader workers, per-video batches, store writes)
 - the bare backbone forward on the same batches, already decoded in memory
 - their ratio (target >= 0.9: reading and writing hide behind the forward pass): the median over
-  paired rounds, each timing both sides back to back
+  rounds, each an embed run against the mean of the bare runs just before and just after it
 
     python -m bench.stage1 [--frames 2000] [--model tiny|base] [--workers 2] [--threads 1]
 
@@ -59,7 +59,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--workers", type=int, default=0 if not torch.cuda.is_available() else 4,
                    help="DataLoader workers (default: 0 on a CPU, where workers compete with the forward)")
-    p.add_argument("--repeat", type=int, default=5, help="paired rounds (bare, embed)")
+    p.add_argument("--repeat", type=int, default=7,
+                   help="rounds: embed runs, each between two bare runs")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the forward, both sides (default: torch's, all cores)")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("stage1.json"))
@@ -116,20 +117,21 @@ def main(argv=None) -> list[dict]:
 
         with torch.inference_mode():
             embed(model, batches[0].to(device))                      # warm-up
-        # Paired rounds, the order alternating; the ratio is the median of the rounds' ratios.
-        # (The speed of a shared 2-core machine drifts by 20 % within a minute: a ratio of the
-        # best of each side pairs measurements taken in different states of the machine.)
-        bare_fps, full_fps = [], []
+        first = df["video"] == df["video"].iloc[0]                   # warm-up: one video
+        embed_manifest(df[first], model, cfg, tmp / "store-warm-up", device)
+        # Bracketed rounds: bare, embed, bare, embed, ..., bare. Each embed run is compared with
+        # the mean of the bare runs just before and just after it, which cancels a drift of the
+        # machine's speed across the round; the ratio is the median over the rounds. (The speed
+        # of a shared 2-core machine drifts by 20 % within a minute: a ratio of the best of each
+        # side pairs measurements taken in different states of the machine.)
+        bare_fps, full_fps = [bare()], []
         for k in range(args.repeat):
-            if k % 2:
-                full_fps.append(full(k))
-                bare_fps.append(bare())
-            else:
-                bare_fps.append(bare())
-                full_fps.append(full(k))
+            full_fps.append(full(k))
+            bare_fps.append(bare())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    ratios = np.array(full_fps) / np.array(bare_fps)
+    bare_fps = np.array(bare_fps)
+    ratios = np.array(full_fps) / ((bare_fps[:-1] + bare_fps[1:]) / 2)
     info = {"model": mcfg.name, "img_size": mcfg.img_size, "batch": args.batch,
             "workers": args.workers, "frames": args.frames, "device": device.type,
             "rounds": args.repeat, "threads": torch.get_num_threads()}
