@@ -21,11 +21,12 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from pipeline import distributed
 from pipeline.config import Config
@@ -175,10 +176,12 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
         if paths:
             on_cpu = device.type == "cpu"
             workers = cfg.stage1.embed.workers
-            crops = CropBatches(paths, per_video_batches(owners, cfg.stage1.embed.batch_size), mcfg,
-                                reuse=workers == 0)
-            loader = DataLoader(crops, batch_size=None, num_workers=workers,
-                                pin_memory=device.type == "cuda")
+            batches = per_video_batches(owners, cfg.stage1.embed.batch_size)
+            if workers:
+                loader = DataLoader(CropBatches(paths, batches, mcfg), batch_size=None,
+                                    num_workers=workers, pin_memory=device.type == "cuda")
+            else:
+                loader = prefetched(CropBatches(paths, batches, mcfg, buffers=2))
             use_amp = device.type == "cuda"
             normalize = BatchNormalizer(mcfg)
             buf = None      # on a CPU: one input buffer for all batches (see BatchNormalizer)
@@ -210,6 +213,20 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
         writer.shutdown(wait=True, cancel_futures=True)
     distributed.barrier()
     return EmbedResult(store_path, key, written, skipped, failures, len(paths), bad_crops, stopped)
+
+
+def prefetched(items: Dataset) -> Iterator:
+    """``items`` in order, each decoded on a thread of its own while the caller works on the one
+    before (JPEG decoding releases the GIL): without DataLoader workers, the next batch's crops
+    are read while the forward pass of this one runs. Holds at most two items at a time."""
+    with ThreadPoolExecutor(1, thread_name_prefix="embed-reader") as reader:
+        ahead = reader.submit(items.__getitem__, 0) if len(items) else None
+        for k in range(len(items)):
+            item = ahead.result()
+            if k + 1 < len(items):
+                ahead = reader.submit(items.__getitem__, k + 1)
+            yield item
+            # the caller is done with item k when it asks for item k + 1
 
 
 def per_video_batches(owners: list[int], batch_size: int) -> list[list[int]]:

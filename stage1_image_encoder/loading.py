@@ -52,20 +52,20 @@ class CropBatches(Dataset):
     Item: (indices (n,) int64, images (n, S, S, 3) uint8 RGB channels-last, ok (n,) bool). Each
     crop is decoded straight into its row of the batch: no per-crop tensor, no collate copy. An
     unreadable or truncated file gives ``ok = False`` and a zero image, so one bad JPEG never
-    stops a run. ``reuse``: every item is written into one buffer, for a loop in the main process
-    that is done with a batch before it asks for the next (not with DataLoader workers).
-    Normalise batches with :class:`BatchNormalizer`.
+    stops a run. ``buffers``: item k is written into buffer ``k % buffers`` of a ring allocated
+    once, for a loop in the main process that holds at most ``buffers`` items at a time (not with
+    DataLoader workers); 0: a fresh tensor per item. Normalise with :class:`BatchNormalizer`.
     """
 
     def __init__(self, paths: list[str], batches: list[list[int]], cfg: EncoderModelConfig,
-                 reuse: bool = False):
+                 buffers: int = 0):
         self.paths = paths
         self.batches = batches
         self.size = cfg.img_size
         self.grayscale = cfg.grayscale
-        self._buf = None
-        if reuse and batches:
-            self._buf = torch.empty(max(map(len, batches)), self.size, self.size, 3, dtype=torch.uint8)
+        rows = max(map(len, batches), default=0)
+        self._ring = [torch.empty(rows, self.size, self.size, 3, dtype=torch.uint8)
+                      for _ in range(buffers if rows else 0)]
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -73,7 +73,8 @@ class CropBatches(Dataset):
     def __getitem__(self, k: int):
         idx = self.batches[k]
         n, S = len(idx), self.size
-        images = self._buf[:n] if self._buf is not None else torch.empty(n, S, S, 3, dtype=torch.uint8)
+        images = (self._ring[k % len(self._ring)][:n] if self._ring
+                  else torch.empty(n, S, S, 3, dtype=torch.uint8))
         rows = images.numpy()
         ok = np.ones(n, bool)
         for j, i in enumerate(idx):

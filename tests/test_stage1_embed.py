@@ -110,11 +110,12 @@ def test_stored_embeddings_are_the_encoder_on_each_crop(ingested, tmp_path):
 def test_crop_batches_hold_the_per_crop_decode(tmp_path, grayscale):
     """Each row of a ``CropBatches`` item is what ``crop_tensor(read_image(path))`` gives that
     crop (resized when its size differs, grey when asked), channels-last; unreadable, truncated,
-    empty or missing files are zero rows with ok False. A reused buffer and a DataLoader worker
-    give the same items, and the normaliser takes either layout to the same floats."""
+    empty or missing files are zero rows with ok False. Reused buffers, the reading thread of
+    ``prefetched`` and a DataLoader worker give the same items, and the normaliser takes either layout to the same floats."""
     import cv2
     from torch.utils.data import DataLoader
 
+    from stage1_image_encoder.embed import prefetched
     from stage1_image_encoder.loading import BatchNormalizer, CropBatches, crop_tensor, read_image
 
     rng = np.random.default_rng(0)
@@ -148,11 +149,13 @@ def test_crop_batches_hold_the_per_crop_decode(tmp_path, grayscale):
         for row, i in zip(images, batches[k]):
             assert torch.equal(row, want_img[i]), paths[i]
 
-    for reuse in (False, True):
-        ds = CropBatches(paths, batches, mcfg, reuse=reuse)
+    for buffers in (0, 1, 2):
+        ds = CropBatches(paths, batches, mcfg, buffers=buffers)
         assert len(ds) == 3
         for k in range(3):
             check(k, ds[k])
+    for k, item in enumerate(prefetched(CropBatches(paths, batches, mcfg, buffers=2))):
+        check(k, item)
     for k, item in enumerate(DataLoader(CropBatches(paths, batches, mcfg), batch_size=None, num_workers=1)):
         check(k, item)
 
