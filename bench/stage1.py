@@ -70,7 +70,7 @@ def main(argv=None) -> list[dict]:
 
     from stage1_image_encoder.loading import BatchNormalizer, crop_tensor
     from pipeline.manifest import read_manifest
-    from stage1_image_encoder.embed import embed_manifest
+    from stage1_image_encoder.embed import embed_manifest, per_video_batches
     from stage1_image_encoder import load_encoder as encoder_from
     from stage1_image_encoder.model import embed
 
@@ -89,9 +89,9 @@ def main(argv=None) -> list[dict]:
         norm = BatchNormalizer(mcfg)
         paths = sorted((tmp / "crops").rglob("*.jpg"))
         images = norm(torch.stack([crop_tensor(cv2.imread(str(q)), mcfg.img_size, mcfg.grayscale) for q in paths]))
-        per_video = 500
-        batches = [images[s:min(s + args.batch, (s // per_video + 1) * per_video)]
-                   for s in range(0, len(images), args.batch)]
+        owners = [q.parent.name for q in paths]                     # the video of each crop
+        batches = [images[b[0]:b[-1] + 1] for b in per_video_batches(owners, args.batch)]
+        assert sum(map(len, batches)) == len(images)
         def bare() -> float:
             with torch.inference_mode():
                 if device.type == "cuda":
