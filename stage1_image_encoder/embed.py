@@ -1,8 +1,9 @@
 """Embed every frame of a manifest once into the embedding store.
 
-All pending crops stream through one DataLoader in (video, frame) order, in batches that never
-span two videos (so a video's embeddings do not depend on which other videos were pending: a
-resumed run and a multi-rank run write the same arrays as one uninterrupted run). A video is
+All pending crops stream through one loader (DataLoader workers, or without workers a reading
+thread) in (video, frame) order, in batches that never span two videos (so a video's embeddings
+do not depend on which other videos were pending: a resumed run and a multi-rank run write the
+same arrays as one uninterrupted run). A video is
 written to the store (completion marker last) as soon as its last crop has been embedded, by a
 thread of its own while the next batches run (at most ``MAX_QUEUED_WRITES`` videos wait), so a
 killed run loses at most the videos in flight. Videos already complete are skipped. Under
