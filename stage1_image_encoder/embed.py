@@ -3,12 +3,12 @@
 All pending crops stream through one loader (DataLoader workers, or without workers a reading
 thread) in (video, frame) order, in batches that never span two videos (so a video's embeddings
 do not depend on which other videos were pending: a resumed run and a multi-rank run write the
-same arrays as one uninterrupted run). A video is
-written to the store (completion marker last) as soon as its last crop has been embedded, by a
-thread of its own while the next batches run (at most ``MAX_QUEUED_WRITES`` videos wait), so a
-killed run loses at most the videos in flight. Videos already complete are skipped. Under
-torchrun, ranks take disjoint videos and write to the same store; separate runs may share a
-store too (the store locks each video; one finished by another writer meanwhile is skipped).
+same arrays as one uninterrupted run). A video is written to the store (completion marker last)
+as soon as its last crop has been embedded, by a thread of its own while the next batches run
+(at most ``MAX_QUEUED_WRITES`` videos wait), so a killed run loses at most the videos in
+flight. Videos already complete are skipped. Under torchrun, ranks take disjoint videos and
+write to the same store; separate runs may share a store too (the store locks each video; one
+finished by another writer meanwhile is skipped).
 
 A video fails (named, not written, so a re-run redoes it) when its embeddings are not finite or
 when more than ``stage1.embed.max_bad_crops`` of its face crops are unreadable; fewer unreadable
