@@ -168,6 +168,49 @@ def test_crop_batches_hold_the_per_crop_decode(tmp_path, grayscale):
         assert torch.equal(images[..., 0], images[..., 2])
 
 
+def test_prefetched_reads_ahead_in_order_and_stops_its_thread():
+    """``prefetched`` yields the items in order, reads item k + 1 while the caller holds item k
+    (never further), passes a reading error on, and leaves no thread behind when the caller
+    stops early."""
+    import threading
+
+    from stage1_image_encoder.embed import prefetched
+
+    class Items:
+        def __init__(self, n, fail_at=None):
+            self.n, self.fail_at, self.asked = n, fail_at, []
+
+        def __len__(self):
+            return self.n
+
+        def __getitem__(self, k):
+            if k == self.fail_at:
+                raise OSError(f"item {k}")
+            self.asked.append(k)
+            return k * 10
+
+    def readers():
+        return [t for t in threading.enumerate() if t.name.startswith("embed-reader")]
+
+    items = Items(5)
+    got = []
+    for k, item in enumerate(prefetched(items)):
+        got.append(item)
+        assert max(items.asked) <= k + 1
+    assert got == [0, 10, 20, 30, 40] and items.asked == [0, 1, 2, 3, 4]
+    assert not readers()
+    assert list(prefetched(Items(0))) == []
+
+    gen = prefetched(Items(100))
+    assert next(gen) == 0
+    gen.close()
+    assert not readers()
+
+    with pytest.raises(OSError, match="item 2"):
+        list(prefetched(Items(5, fail_at=2)))
+    assert not readers()
+
+
 def test_missing_manifest_is_usage_error(tmp_path, tiny_cfg):
     with pytest.raises(UsageError, match="manifest not found"):
         run_embed(tmp_path / "nope.parquet", tiny_cfg, store=tmp_path / "s")
