@@ -324,6 +324,11 @@ def merge_header(old_md: str, only: list[str], how: str) -> str:
 
 
 def git_sha() -> str:
+    """The short commit of the tree, ``+uncommitted changes`` when tracked files differ from it;
+    a copy of the tree without ``.git`` (a job's staging copy on a GPU node) names its commit in
+    the environment variable ``BENCH_COMMIT``."""
+    if not (ROOT / ".git").exists() and os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"] + " (BENCH_COMMIT: a copy of the tree without .git)"
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=10)
