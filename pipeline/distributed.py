@@ -73,6 +73,14 @@ def init(prefer_cuda: bool = True) -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_nccl = prefer_cuda and torch.cuda.is_available()
     if use_nccl:
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:      # torch's own message: "CUDA error: invalid device ordinal"
+            from pipeline.errors import ConfigError
+
+            ranks = os.environ.get("LOCAL_WORLD_SIZE", str(local_rank + 1))
+            raise ConfigError(f"{ranks} ranks on this node but {gpus} GPU(s) visible: local rank "
+                              f"{local_rank} has none of its own; start one rank per GPU "
+                              f"(--nproc {gpus}), or run the ranks on the CPU with device=cpu")
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend="nccl" if use_nccl else "gloo")
     return info()

@@ -129,7 +129,7 @@ def setup_rank(cfg: Config, quiet: bool = True):
 
     from pipeline import distributed
 
-    dist = distributed.init()
+    dist = distributed.init(prefer_cuda=resolve_device(cfg).type == "cuda")   # device=cpu: gloo
     if quiet:
         distributed.quiet_non_primary()
     device = setup_torch(cfg)

@@ -37,7 +37,7 @@ from pipeline.progress import progress
 from pipeline.runs import git_sha
 from pipeline.store import EmbeddingStore, nonfinite_rows
 from stage1_image_encoder.loading import BatchNormalizer, CropBatches
-from stage1_image_encoder.model import embed, encoder_key, preprocessing
+from stage1_image_encoder.model import embed, encoder_key, for_inference, preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
     stage-2 run trained on it can find its encoder again (``fer-pipeline predict``)."""
     mcfg = cfg.stage1.model
     key = encoder_key(model, mcfg)
-    model = model.to(device).eval()
+    model, dtype = for_inference(model, device)
     dim = int(model.num_features)
     if distributed.is_primary():   # one writer creates the store, then everybody opens it
         store = EmbeddingStore.create_or_open(store_path, key, preprocessing(mcfg), dim)
@@ -183,32 +183,52 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
                                     num_workers=workers, pin_memory=device.type == "cuda")
             else:
                 loader = prefetched(CropBatches(paths, batches, mcfg, buffers=2))
-            use_amp = device.type == "cuda"
             normalize = BatchNormalizer(mcfg)
             buf = None      # on a CPU: one input buffer for all batches (see BatchNormalizer)
             if on_cpu:
                 S = mcfg.img_size
                 buf = torch.empty(cfg.stage1.embed.batch_size, 3, S, S)
+
+            def take(idx: torch.Tensor, ok: torch.Tensor, out: torch.Tensor, ready) -> None:
+                """Put one batch's embeddings into its video's rows (a batch never spans two
+                videos); queue the video's store write once its last crop is in."""
+                if ready is not None:
+                    ready.synchronize()
+                out = out.float().numpy()
+                idx, ok = idx.numpy(), ok.numpy()
+                p = pending[owners[idx[0]]]
+                rows = positions[idx]
+                p.emb[rows[ok]] = out[ok]
+                p.face[rows[ok]] = True
+                p.bad_jpegs += [paths[i] for i in idx[~ok]]
+                p.remaining -= len(idx)
+                if p.remaining == 0:
+                    finish(p)
+                settle(keep=MAX_QUEUED_WRITES)
+                bar.update(len(idx))
+
+            # On a GPU the embeddings of a batch come back by an asynchronous copy, taken in
+            # only after the next batch's forward pass has been queued: the GPU never waits
+            # for this loop's bookkeeping, nor for the loader between two batches.
+            before = None
             with torch.inference_mode(), progress(total=len(paths), desc="embed", unit="frame") as bar:
                 for idx, images, ok in loader:
                     x = images.to(device, non_blocking=True)
-                    x = normalize(x, out=None if buf is None else buf[:len(x)])
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        out = embed(model, x)
-                    out = out.float().cpu().numpy()
-                    idx, ok = idx.numpy(), ok.numpy()
-                    p = pending[owners[idx[0]]]            # a batch never spans two videos
-                    rows = positions[idx]
-                    p.emb[rows[ok]] = out[ok]
-                    p.face[rows[ok]] = True
-                    p.bad_jpegs += [paths[i] for i in idx[~ok]]
-                    p.remaining -= len(idx)
-                    if p.remaining == 0:
-                        finish(p)
-                    settle(keep=MAX_QUEUED_WRITES)
-                    bar.update(len(idx))
+                    x = normalize(x, out=None if buf is None else buf[:len(x)]).to(dtype)
+                    out = embed(model, x)
+                    ready = None
+                    if not on_cpu:
+                        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+                        out = host.copy_(out, non_blocking=True)
+                        ready = torch.cuda.Event()
+                        ready.record()
+                    if before is not None:
+                        take(*before)
+                    before = (idx, ok, out, ready)
                     if stopped:
                         break
+                if before is not None and not stopped:
+                    take(*before)
         settle(keep=0)
     finally:
         writer.shutdown(wait=True, cancel_futures=True)

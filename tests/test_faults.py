@@ -758,3 +758,31 @@ def test_nan_at_random_rows_of_the_store(demo, tmp_path, capsys):
                             *SMALL_S2, "stage2.train.epochs=1", "stage2.data.bad_frames=mask",
                             capsys=capsys)
     assert rc == 0 and f"{b - a} frame(s) with non-finite embeddings treated as no-face" in err
+
+
+def test_more_local_ranks_than_gpus_is_one_line_naming_both(monkeypatch):
+    """A rank whose local index has no GPU stops with a line saying how many ranks and GPUs the
+    node has and what to do, before any process group is joined (torch's own error is "CUDA
+    error: invalid device ordinal"); with device=cpu the same ranks use gloo and no GPU."""
+    import torch
+
+    from pipeline import distributed
+    from pipeline.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: pytest.fail("set_device reached"))
+    joined = []
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: joined.append(backend))
+    monkeypatch.setattr(distributed, "_initialized", lambda: False)
+    monkeypatch.setattr(distributed, "info", lambda: distributed.DistInfo())
+    for k, v in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError) as e:
+        distributed.init(prefer_cuda=True)
+    assert str(e.value) == ("2 ranks on this node but 1 GPU(s) visible: local rank 1 has none of its "
+                            "own; start one rank per GPU (--nproc 1), or run the ranks on the CPU "
+                            "with device=cpu")
+    assert joined == []
+    distributed.init(prefer_cuda=False)
+    assert joined == ["gloo"]
