@@ -39,7 +39,9 @@ class BatchNormalizer:
         otherwise be fresh pages that the kernel faults in and zeroes, batch after batch)."""
         if x.shape[-1] == 3 and x.shape[1] != 3:
             x = x.permute(0, 3, 1, 2)
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
+        if self.mean.device != x.device:    # once: a copy from host memory waits for the GPU's queue
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        mean, std = self.mean, self.std
         if out is None:
             return (x.float() - mean) / std
         return torch.sub(x, mean, out=out).div_(std)

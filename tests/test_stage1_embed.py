@@ -106,6 +106,22 @@ def test_stored_embeddings_are_the_encoder_on_each_crop(ingested, tmp_path):
     assert checked > 20 and sizes - {0}
 
 
+def test_normaliser_moves_its_constants_to_the_batch_device_once(monkeypatch):
+    """On a GPU, copying the mean and std from host memory for every batch waits for every
+    kernel already queued (the forward pass of the batch before): they move once."""
+    from stage1_image_encoder.loading import BatchNormalizer
+
+    norm = BatchNormalizer(load_config().stage1.model)
+    x = torch.zeros(2, 8, 8, 3, dtype=torch.uint8, device="meta")     # (B, S, S, 3) as loaded
+    assert norm(x).shape == (2, 3, 8, 8)
+    assert norm.mean.device.type == "meta" and norm.std.device.type == "meta"
+    moved, real = [], torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: moved.append(a) or real(self, *a, **k))
+    norm(x)
+    norm(x)
+    assert moved == []
+
+
 @pytest.mark.parametrize("grayscale", [False, True])
 def test_crop_batches_hold_the_per_crop_decode(tmp_path, grayscale):
     """Each row of a ``CropBatches`` item is what ``crop_tensor(read_image(path))`` gives that
