@@ -3,7 +3,9 @@ collected into ``results.json`` and a Markdown table ``results.md`` (figure, tar
 ratio, machine).
 
     python -m bench.run_all                     # this machine; writes bench/results.{json,md}
-    python -m bench.run_all --gpu               # on a CUDA machine: + swin_base and GPU-epoch figures
+    python -m bench.run_all --gpu               # on a CUDA machine: + swin_base and GPU-epoch
+                                                #   figures; writes bench/gpu/results.{json,md}
+    python -m bench.run_all --render            # rewrite results.md (e.g. after bench/gpu/ changed)
     python -m bench.run_all --quick             # smoke run at tiny sizes, into a temp dir
     python -m bench.run_all --only stage1 flops --out-dir /tmp/b
 
@@ -39,19 +41,15 @@ import threading
 import time
 from pathlib import Path
 
+from bench.record import (GPU_RECORD, OTHER_LIMIT, busy_limit, markdown, merge_header,
+                          merge_rows, read_suite_runs)
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SHARED_VIDEOS = ROOT.parent / "shared" / "assets" / "videos"
 SUITES = ("stage0", "stage1", "stage2", "flops", "scale", "crops", "linear_probe", "balance")
 MODULES = {"scale": "bench.scale_store"}
 DEMO_STORES = ROOT / "artifacts" / "demo" / "embeddings"   # `fer-pipeline demo`'s store, if any
-
-# Figures only a CUDA machine produces (``--gpu``); listed as not measured elsewhere.
-GPU_ONLY = {
-    "stage1 swin_base bf16 channels-last forward, frames/s": (3000, False, "frames/s"),
-    "stage2 GPU epoch over 600k x 1024 frames, s": (5.0, True, "s"),
-}
-
 
 def suite_args(name: str, quick: bool, gpu: bool) -> list[str] | None:
     """Command-line arguments of one suite (None: cannot run here)."""
@@ -86,16 +84,6 @@ def suite_args(name: str, quick: bool, gpu: bool) -> list[str] | None:
 def run_child(name: str, argv: list[str]) -> None:
     """Inside the suite's process: its ``main`` writes its rows to ``--out``."""
     importlib.import_module(MODULES.get(name, f"bench.{name}")).main(argv)
-
-
-def busy_limit() -> float:
-    """The 1-min load average above which the machine counts as busy: cores + 0.5."""
-    return (os.cpu_count() or 1) + 0.5
-
-
-# At most this many runnable threads of *other* processes, on average over a suite, leave its
-# rows valid: other work took at most half a core.
-OTHER_LIMIT = 0.5
 
 
 def mark_load(rows: list[dict], before: float, after: float, peak: float = 0.0,
@@ -198,137 +186,12 @@ def run_suite(name: str, argv: list[str], out_dir: Path) -> tuple[list[dict], fl
     return json.loads(out.read_text()), seconds, None
 
 
-def fmt(v) -> str:
-    if v is None:
-        return "—"
-    v = float(v)
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.3g}"
-
-
-def ratio(r: dict) -> float | None:
-    """Measured against the target, oriented so that >= 1 means the target is met."""
-    if r.get("target") in (None, 0) or not r.get("measured"):
-        return None
-    m, t = float(r["measured"]), float(r["target"])
-    return t / m if r.get("lower_is_better") else m / t
-
-
-def markdown(rows: list[dict], runs: dict[str, tuple], command: str, git_sha: str,
-             load: str = "", header: str | None = None) -> str:
-    """The results table. ``runs``: suite -> (seconds, error) or (seconds, error, load before,
-    load after[, other processes' mean runnable threads]). ``header``: the sentence saying what
-    produced the table (default: ``command`` at ``git_sha``, today, ``load``)."""
-    invalid = [r for r in rows if r.get("valid") is False]
-    lines = [
-        "# Benchmark results",
-        "",
-        (header or f"`{command}` at commit `{git_sha}`, {_dt.date.today().isoformat()}{load}") + ". "
-        "Ratio = measured / target (target / measured where lower is better): ≥ 1 meets the target. "
-        "Load = the 1-minute load average around the row's suite (its own threads included); "
-        "other = the mean number of runnable threads of other processes while it ran, sampled "
-        f"every second: above {OTHER_LIMIT:g} (other work took more than half a core; without "
-        f"/proc: a load above cores + 0.5 = {busy_limit():g}) the row is **invalid**, neither a hit "
-        "nor a miss; rows marked n/a are figures the load cannot change. How each figure is measured: the docstring of its `bench/*.py`; what they "
-        "imply at dataset scale: [docs/scaling.md](../docs/scaling.md).",
-        "",
-    ]
-    if invalid:
-        lines += [f"{len(invalid)} of {len(rows)} rows invalid (measured under load).", ""]
-    lines += ["| figure | target | measured | unit | ratio | load | other | machine |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        tgt = "—" if r.get("target") is None else f"{'≤' if r['lower_is_better'] else '≥'} {fmt(r['target'])}"
-        q = ratio(r)
-        rq = "—" if q is None else f"{q:.2f} {'✓' if q >= 1 else '✗'}"
-        other = r.get("other_load")
-        if r.get("valid") is False:
-            rq = (f"invalid (other {other:.2f} > {OTHER_LIMIT:g})" if other is not None
-                  else f"invalid (load {r['load']:.1f} > {busy_limit():g})")
-        ld = "—" if r.get("load") is None else f"{r['load']:.1f}"
-        if r.get("load_independent") and ld != "—":
-            ld += " (n/a)"
-        lines.append(f"| {r['figure']} | {tgt} | {fmt(r['measured'])} | {r['unit']} | {rq} | {ld} | "
-                     f"{'—' if other is None else f'{other:.2f}'} | {r['machine']} |")
-    have = {r["figure"] for r in rows}
-    for fig, (target, lower, unit) in GPU_ONLY.items():
-        if fig not in have:
-            lines.append(f"| {fig} | {'≤' if lower else '≥'} {fmt(target)} | not measured | {unit} | — | — | "
-                         "— | needs a CUDA device: `python -m bench.run_all --gpu` |")
-    lines += ["", "| suite | seconds | load before → after | other | status |", "|---|---|---|---|---|"]
-    for name, run in runs.items():
-        seconds, error = run[0], run[1]
-        ld = f"{run[2]:.1f} → {run[3]:.1f}" if len(run) > 3 else "—"
-        ot = f"{run[4]:.2f}" if len(run) > 4 and run[4] is not None else "—"
-        lines.append(f"| {name} | {seconds:.0f} | {ld} | {ot} | {error or 'ok'} |")
-    return "\n".join(lines) + "\n"
-
-
-def read_suite_runs(md: str) -> dict[str, tuple]:
-    """The suite table of a results.md written by :func:`markdown`: suite -> (seconds, error,
-    load before, load after, other) (``None`` where it shows a dash)."""
-    runs = {}
-    for line in md.split("| suite | seconds |", 1)[-1].splitlines()[2:] if "| suite | seconds |" in md else []:
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 5:
-            continue
-        name, seconds, ld, other, status = cells
-        before, _, after = ld.partition(" → ")
-        num = (lambda x: None if x in ("", "—") else float(x))
-        runs[name] = (float(seconds), None if status == "ok" else status, num(before), num(after), num(other))
-    return runs
-
-
-def merge_rows(old: list[dict], new: list[dict], suites: list[str]) -> list[dict]:
-    """``old`` with the rows of ``suites`` replaced by ``new``: each suite's new rows in place of
-    its first old row (a suite new to the table at the end). A row belongs to a suite by its
-    ``suite`` field, or, in tables written before rows carried it, by the figure's ``<suite>:``
-    prefix or a figure name the suite's new rows share."""
-    def owner(r: dict) -> str | None:
-        if r.get("suite") in suites:
-            return r["suite"]
-        for s in suites:
-            if r["figure"] in figures[s] or ("suite" not in r and r["figure"].startswith(f"{s}:")):
-                return s
-        return None
-
-    figures = {s: {r["figure"] for r in new if r.get("suite") == s} for s in suites}
-    fresh = {s: [r for r in new if r.get("suite") == s] for s in suites}
-    fresh[None] = [r for r in new if r.get("suite") not in suites]
-    out: list[dict] = []
-    placed = set()
-    for r in old:
-        s = owner(r)
-        if s is None:
-            out.append(r)
-        elif s not in placed:
-            out += fresh[s]
-            placed.add(s)
-    return out + [r for s in [*suites, None] if s not in placed for r in fresh[s]]
-
-
-def merge_header(old_md: str, only: list[str], how: str) -> str:
-    """The record line of a merged results.md: the earlier line, each earlier re-run naming only
-    the suites whose rows it still holds (one with none left is dropped), plus this re-run."""
-    lines = old_md.splitlines()
-    before = lines[2].split(". Ratio =", 1)[0] if len(lines) > 2 and lines[2].startswith("`") else "earlier runs"
-    first, *reruns = before.split("; suites ")
-    kept = []
-    for clause in reruns:
-        suites, _, how_then = clause.partition(" re-run with ")
-        left = [x for x in suites.split(", ") if x not in only]
-        if left:
-            kept.append(f"{', '.join(left)} re-run with {how_then}")
-    return "; suites ".join([first, *kept, f"{', '.join(only)} re-run with {how}"])
-
-
 def git_sha() -> str:
-    """The short commit of the tree, ``+uncommitted changes`` when tracked files differ from it;
-    a copy of the tree without ``.git`` (a job's staging copy on a GPU node) names its commit in
-    the environment variable ``BENCH_COMMIT``."""
-    if not (ROOT / ".git").exists() and os.environ.get("BENCH_COMMIT"):
-        return os.environ["BENCH_COMMIT"] + " (BENCH_COMMIT: a copy of the tree without .git)"
+    """The short commit of the tree, ``+uncommitted changes`` when tracked files differ from it.
+    A copy of the tree whose ``.git`` is missing or older than its files (a job's staging copy on
+    a GPU node) names its commit in the environment variable ``BENCH_COMMIT``."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"] + " (named by BENCH_COMMIT)"
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=10)
@@ -349,6 +212,9 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="store_true",
                    help="with --only: replace those suites' rows and records in the existing "
                         "results.{json,md}, keep the other suites' as they were measured")
+    p.add_argument("--render", action="store_true",
+                   help="run nothing: rewrite results.md from results.json and the record of its "
+                        "suites (after the GPU record changed)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args, rest = p.parse_known_args(argv)
     if args.child:
@@ -358,7 +224,18 @@ def main(argv=None) -> int:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.merge and not args.only:
         p.error("--merge re-runs some suites: name them with --only")
-    out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else BENCH)
+    out_dir = args.out_dir or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick
+                               else GPU_RECORD if args.gpu else BENCH)
+    gpu_json = GPU_RECORD / "results.json"
+    gpu_rows = json.loads(gpu_json.read_text()) if out_dir != GPU_RECORD and gpu_json.is_file() else []
+    if args.render:
+        old_md = (out_dir / "results.md").read_text()
+        header = old_md.splitlines()[2].split(". Ratio =", 1)[0]
+        (out_dir / "results.md").write_text(markdown(json.loads((out_dir / "results.json").read_text()),
+                                                     read_suite_runs(old_md), "", "", header=header,
+                                                     gpu_rows=gpu_rows))
+        print(f"{out_dir / 'results.md'} rewritten")
+        return 0
     if args.merge and not (out_dir / "results.json").is_file():
         p.error(f"--merge: no {out_dir / 'results.json'} to merge into (run every suite once "
                 f"without --merge)")
@@ -395,7 +272,7 @@ def main(argv=None) -> int:
         header = merge_header(old_md, args.only, f"`{command} --merge` at commit `{git_sha()}`, "
                                                  f"{_dt.date.today().isoformat()}{load}")
     (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out_dir / "results.md").write_text(markdown(rows, runs, command, git_sha(), load, header))
+    (out_dir / "results.md").write_text(markdown(rows, runs, command, git_sha(), load, header, gpu_rows))
     print(f"{len(rows)} figures from {len(runs)} suites -> {out_dir / 'results.md'}")
     return 1 if any(run[1] and not run[1].startswith("skipped") for run in runs.values()) else 0
 

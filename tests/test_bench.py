@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from bench import run_all
+from bench import record, run_all
 from bench.scale_store import generate, run_measured
 from pipeline.store import EmbeddingStore
 from tests.conftest import ROOT
@@ -37,6 +37,30 @@ def test_table_lists_every_figure_with_ratios_oriented_to_the_target():
     # the GPU-only figure not measured here is listed as such; a failed suite shows its error
     assert "not measured" in table["stage2 GPU epoch over 600k x 1024 frames, s"]
     assert "| stage2 | 3 | — | — | exit code 1 |" in md
+
+
+def test_gpu_only_figures_come_from_the_gpu_record_and_render_rewrites_the_table(tmp_path, monkeypatch):
+    epoch = "stage2 GPU epoch over 600k x 1024 frames, s"
+    gpu = [{**_row(epoch, 0.399, target=5.0, lower=True), "machine": "H200 box", "load": 2.3,
+            "other_load": 0.0, "valid": True}]
+    md = run_all.markdown([_row("cpu figure", 1.0)], {"s": (1.0, None)}, "cmd", "abc", gpu_rows=gpu)
+    table = {line.split(" | ")[0].lstrip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert "| ≤ 5 | 0.399 | s | 12.53 ✓ |" in table[epoch] and "H200 box" in table[epoch]
+    assert "gpu/results.md" in table[epoch]
+    assert "not measured" in table["stage1 swin_base bf16 channels-last forward, frames/s"]
+    # --render: the CPU record's table rewritten from its rows and the GPU record, nothing run
+    rows = [{**_row("cpu figure", 1.0), "suite": "s"}]
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "results.json").write_text(json.dumps(gpu))
+    (tmp_path / "results.json").write_text(json.dumps(rows))
+    (tmp_path / "results.md").write_text(run_all.markdown(rows, {"s": (1.0, None, 0.1, 0.2, 0.0)},
+                                                          "python -m bench.run_all", "abc"))
+    monkeypatch.setattr(run_all, "GPU_RECORD", tmp_path / "gpu")
+    monkeypatch.setattr(run_all, "run_suite", lambda *a: pytest.fail("--render ran a suite"))
+    assert run_all.main(["--render", "--out-dir", str(tmp_path)]) == 0
+    out = (tmp_path / "results.md").read_text()
+    assert "`python -m bench.run_all` at commit `abc`" in out and "| s | 1 | 0.1 → 0.2 | 0.00 | ok |" in out
+    assert "0.399" in out and "not measured" in out
 
 
 def test_merge_header_keeps_only_the_reruns_whose_rows_remain():
@@ -122,7 +146,7 @@ def test_other_runnable_threads_leave_out_the_suites_own_process_tree():
 
 def test_gpu_only_figures_are_the_names_the_benchmarks_write():
     sources = "".join(p.read_text() for p in (ROOT / "bench").glob("stage*.py"))
-    for fig in run_all.GPU_ONLY:
+    for fig in record.GPU_ONLY:
         assert f'"{fig}"' in sources, fig
 
 
