@@ -97,9 +97,10 @@ def markdown(rows: list[dict], runs: dict[str, tuple], command: str, git_sha: st
         rq = "—" if q is None else f"{q:.2f} {'✓' if q >= 1 else '✗'}"
         if g.get("valid") is False:
             rq = "invalid"
-        lines.append(f"| {fig} | {tgt} | {fmt(g['measured'])} | {unit} | {rq} | {g.get('load', '—')} | "
-                     f"{g.get('other_load', '—')} | {g['machine']}: the GPU record, "
-                     "[gpu/results.md](gpu/results.md) |")
+        ld, ot = g.get("load"), g.get("other_load")
+        lines.append(f"| {fig} | {tgt} | {fmt(g['measured'])} | {unit} | {rq} | "
+                     f"{'—' if ld is None else f'{ld:.1f}'} | {'—' if ot is None else f'{ot:.2f}'} | "
+                     f"{g['machine']}: the GPU record, [gpu/results.md](gpu/results.md) |")
     lines += ["", "| suite | seconds | load before → after | other | status |", "|---|---|---|---|---|"]
     for name, run in runs.items():
         seconds, error = run[0], run[1]

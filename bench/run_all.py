@@ -240,6 +240,7 @@ def main(argv=None) -> int:
         p.error(f"--merge: no {out_dir / 'results.json'} to merge into (run every suite once "
                 f"without --merge)")
     out_dir.mkdir(parents=True, exist_ok=True)
+    sha = git_sha()        # the code that runs: edits made while the suites run are not in it
     rows: list[dict] = []
     runs: dict[str, tuple] = {}
     load_start = os.getloadavg()[0]
@@ -269,10 +270,10 @@ def main(argv=None) -> int:
         old_md = (out_dir / "results.md").read_text() if (out_dir / "results.md").is_file() else ""
         rows = merge_rows(json.loads((out_dir / "results.json").read_text()), rows, args.only)
         runs = {**read_suite_runs(old_md), **runs}
-        header = merge_header(old_md, args.only, f"`{command} --merge` at commit `{git_sha()}`, "
+        header = merge_header(old_md, args.only, f"`{command} --merge` at commit `{sha}`, "
                                                  f"{_dt.date.today().isoformat()}{load}")
     (out_dir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out_dir / "results.md").write_text(markdown(rows, runs, command, git_sha(), load, header, gpu_rows))
+    (out_dir / "results.md").write_text(markdown(rows, runs, command, sha, load, header, gpu_rows))
     print(f"{len(rows)} figures from {len(runs)} suites -> {out_dir / 'results.md'}")
     return 1 if any(run[1] and not run[1].startswith("skipped") for run in runs.values()) else 0
 
