@@ -17,7 +17,7 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -139,7 +139,8 @@ class EncoderModelConfig(_Strict):
 
 class EmbedConfig(_Strict):
     batch_size: int = Field(64, ge=1)
-    workers: int = Field(2, ge=0)
+    # auto: 2 DataLoader worker processes on a GPU, 0 (a reading thread) on a CPU
+    workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     dtype: Literal["float16"] = "float16"
     max_bad_crops: float = Field(0.05, ge=0, le=1)
 

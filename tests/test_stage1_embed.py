@@ -413,3 +413,29 @@ def test_a_video_with_unreadable_crops_fails_and_is_redone_once_fixed(ingested, 
     third = run_embed(ingested, cfg, store=tmp_path / "store3")
     assert not third.failures and third.bad_crops == 2
     assert EmbeddingStore.open(tmp_path / "store3").read_video("vid_b").face.sum() == len(crops) - 2
+
+
+def test_auto_workers_read_on_a_thread_on_a_cpu_and_an_int_or_auto_is_all_it_takes(tmp_path, monkeypatch):
+    """``stage1.embed.workers: auto`` (the default) embeds without worker processes on a CPU, with
+    the same rows as 2 workers; the key takes a count >= 0 or auto, nothing else."""
+    from bench.stage1 import make_manifest
+    from pipeline.errors import ConfigError
+    from stage1_image_encoder import embed as embed_mod
+    from stage1_image_encoder.embed import embed_manifest
+
+    assert load_config().stage1.embed.workers == "auto"
+    for bad in ("-1", "many"):
+        with pytest.raises(ConfigError):
+            load_config(overrides=[f"stage1.embed.workers={bad}"])
+    df = read_manifest(make_manifest(tmp_path, 50, per_video=25))
+    cpu = torch.device("cpu")
+    two = load_config(overrides=TINY_SWIN + ["stage1.embed.workers=2", "stage1.embed.batch_size=16"])
+    model, _ = encoder_from(two)
+    embed_manifest(df, model, two, tmp_path / "two", cpu)
+    auto = load_config(overrides=TINY_SWIN + ["stage1.embed.workers=auto", "stage1.embed.batch_size=16"])
+    monkeypatch.setattr(embed_mod, "DataLoader", lambda *a, **k: pytest.fail("a worker process on a CPU"))
+    res = embed_manifest(df, model, auto, tmp_path / "auto", cpu)
+    assert sorted(res.written) == ["v000", "v001"]
+    a, b = EmbeddingStore.open(tmp_path / "auto"), EmbeddingStore.open(tmp_path / "two")
+    for v in a.videos():
+        np.testing.assert_array_equal(a.read_video(v).emb, b.read_video(v).emb)
