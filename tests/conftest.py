@@ -13,7 +13,10 @@ os.environ.setdefault("FER_NO_PROGRESS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-# torchrun launcher for 2 CPU ranks; the module form works where the venv's bin/ is not on PATH
+# torchrun launcher for 2 CPU ranks; the module form works where the venv's bin/ is not on PATH.
+# Rank rehearsals pin CPU_RANKS (device=cpu: gloo) in every run they compare, so they also pass on
+# a 1-GPU host, where a second rank has no GPU of its own.
+CPU_RANKS = ["device=cpu"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
 TINY_SWIN = [
     "stage1.model.name=swin_tiny_patch4_window7_224", "stage1.model.img_size=112",

@@ -29,7 +29,7 @@ import torch
 from pipeline.app.cli import main as cli_main
 from pipeline.errors import UsageError
 from pipeline.store import EmbeddingStore
-from tests.conftest import TINY_SWIN, make_store
+from tests.conftest import CPU_RANKS, TINY_SWIN, make_store
 
 FAULT_SEED = int(os.environ.get("FER_FAULT_SEED", "15"))
 SMALL_S2 = ["stage2.model.d_model=32", "stage2.model.ff=64", "stage2.model.heads=2",
@@ -310,7 +310,7 @@ def test_a_truncated_mp4_without_its_index_says_so(tmp_path, capsys):
 SYNTH = ["synth.n_videos=3", "synth.n_val=1", "synth.duration_s=[1.5,2]",
          "synth.stills_train_per_class=1", "synth.stills_test_per_class=1"]
 S0 = ["stage0.detector.name=yunet", "stage0.detector.input_size=320"]
-EMB = [*TINY_SWIN, "stage1.model.img_size=56", "stage1.embed.batch_size=8"]
+EMB = [*TINY_SWIN, "stage1.model.img_size=56", "stage1.embed.batch_size=8", *CPU_RANKS]
 PY = [sys.executable, "-m", "pipeline"]
 
 

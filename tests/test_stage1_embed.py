@@ -10,7 +10,7 @@ from pipeline.store import EmbeddingStore, StoreKeyError
 from stage0_preprocess import ingest_affwild2 as run_ingest
 from stage1_image_encoder import embed_manifest as run_embed, load_encoder as encoder_from
 from stage1_image_encoder.model import build_encoder, embed, encoder_key
-from tests.conftest import TINY_SWIN
+from tests.conftest import CPU_RANKS, TINY_SWIN
 
 
 @pytest.fixture
@@ -262,12 +262,12 @@ def ingested(affwild2_tree, tmp_path):
 @pytest.mark.slow
 def test_two_gloo_ranks_write_the_same_store_as_one(ingested, tmp_path):
     one = tmp_path / "one"
-    r = _cli("stage1", "embed", "--manifest", ingested, "--store", one, *TINY_SWIN)
+    r = _cli("stage1", "embed", "--manifest", ingested, "--store", one, *TINY_SWIN, *CPU_RANKS)
     assert r.returncode == 0, r.stderr[-2000:]
     two = tmp_path / "two"
     from tests.conftest import TORCHRUN as torchrun
     r2 = _cli("stage1", "embed", "--manifest", ingested, "--store", two, "--export-h5",
-              tmp_path / "two.h5", *TINY_SWIN, launcher=torchrun)
+              tmp_path / "two.h5", *TINY_SWIN, *CPU_RANKS, launcher=torchrun)
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "on 2 ranks" in r2.stdout and r2.stdout.count("stage1 embed:") == 1
     _assert_same_store(one, two)
@@ -289,8 +289,8 @@ def test_two_gloo_ranks_write_the_same_store_as_one(ingested, tmp_path):
 def test_nproc_2_writes_the_same_store_as_one(ingested, tmp_path):
     """``stage1 embed --nproc 2`` self-spawns 2 ranks (it was rejected before issue 15)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    assert _cli("stage1", "embed", "--manifest", ingested, "--store", one, *TINY_SWIN).returncode == 0
-    r = _cli("stage1", "embed", "--manifest", ingested, "--store", two, "--nproc", "2", *TINY_SWIN)
+    assert _cli("stage1", "embed", "--manifest", ingested, "--store", one, *TINY_SWIN, *CPU_RANKS).returncode == 0
+    r = _cli("stage1", "embed", "--manifest", ingested, "--store", two, "--nproc", "2", *TINY_SWIN, *CPU_RANKS)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("stage1 embed:") == 1 and "on 2 ranks" in r.stdout
     _assert_same_store(one, two)
@@ -299,7 +299,7 @@ def test_nproc_2_writes_the_same_store_as_one(ingested, tmp_path):
     for p in manifest[manifest.has_face & (manifest.video == "vid_b")].crop_path:
         open(p, "wb").write(b"")
     r = _cli("stage1", "embed", "--manifest", ingested, "--store", tmp_path / "three", "--nproc", "2",
-             *TINY_SWIN)
+             *TINY_SWIN, *CPU_RANKS)
     assert r.returncode == 1 and "1 failed" in r.stdout, r.stderr[-3000:]
 
 

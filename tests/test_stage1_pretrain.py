@@ -11,7 +11,7 @@ from pipeline.config import DataSource, NLAConfig, load_config
 from pipeline.errors import UsageError
 from stage1_image_encoder.sources import build_image_sets, folder, rafdb
 from stage1_image_encoder.losses import nla_loss
-from tests.conftest import TINY_SWIN
+from tests.conftest import CPU_RANKS, TINY_SWIN
 
 
 def _img(path, value):
@@ -280,14 +280,14 @@ def test_resume_continues_exactly(tmp_path):
 def test_two_gloo_ranks_pretrain(tmp_path):
     raf = make_rafdb(tmp_path / "raf", n_train=4)
     from tests.conftest import TORCHRUN as torchrun
-    r = _train(tmp_path / "ddp", raf, "stage1.train.epochs=2", launcher=torchrun)
+    r = _train(tmp_path / "ddp", raf, "stage1.train.epochs=2", *CPU_RANKS, launcher=torchrun)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("stage1 train:") == 1                        # rank 0 only
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in rows] == [0, 1]
     assert json.loads((tmp_path / "ddp" / "result.json").read_text())["ranks"] == 2
     # self-spawned ranks give the same run as torchrun-launched ones
-    r2 = _train(tmp_path / "spawn", raf, "stage1.train.epochs=2", "--nproc", "2")
+    r2 = _train(tmp_path / "spawn", raf, "stage1.train.epochs=2", *CPU_RANKS, "--nproc", "2")
     assert r2.returncode == 0, r2.stderr[-3000:]
     from safetensors.torch import load_file
 

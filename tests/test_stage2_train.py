@@ -24,7 +24,7 @@ def cli(*args, launcher=None, timeout=600):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-from tests.conftest import TORCHRUN, make_store
+from tests.conftest import CPU_RANKS, TORCHRUN, make_store
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,9 @@ def test_train_writes_the_run_and_learns(trained):
 
 def test_eval_with_two_gloo_ranks_equals_one_process(trained):
     run, _ = trained
+    assert cli("stage2", "eval", "--run", run, *CPU_RANKS).returncode == 0
     one = json.loads((run / "eval" / "f1.json").read_text())
-    r = cli("stage2", "eval", "--run-dir", run, launcher=TORCHRUN)   # torchrun claims --run
+    r = cli("stage2", "eval", "--run-dir", run, *CPU_RANKS, launcher=TORCHRUN)   # torchrun claims --run
     assert r.returncode == 0, r.stderr[-3000:]
     two = json.loads((run / "eval" / "f1.json").read_text())
     assert two["confusion"] == one["confusion"] and two["macro_f1"] == one["macro_f1"]
@@ -80,9 +81,10 @@ def test_eval_nproc_2_equals_one_process(trained):
     import pandas as pd
 
     run, _ = trained
+    assert cli("stage2", "eval", "--run", run, *CPU_RANKS).returncode == 0
     one = json.loads((run / "eval" / "f1.json").read_text())
     one_frames = pd.read_parquet(run / "eval" / "predictions.parquet")
-    r = cli("stage2", "eval", "--run", run, "--nproc", "2")
+    r = cli("stage2", "eval", "--run", run, "--nproc", "2", *CPU_RANKS)
     assert r.returncode == 0, r.stderr[-3000:]
     two = json.loads((run / "eval" / "f1.json").read_text())
     assert two["confusion"] == one["confusion"] and two["macro_f1"] == one["macro_f1"]
@@ -96,12 +98,12 @@ def test_eval_nproc_2_equals_one_process(trained):
 @pytest.mark.slow
 def test_ddp_training_with_two_ranks(store, tmp_path):
     r = cli("stage2", "train", "--store", store, "--out", tmp_path / "ddp", *SMALL,
-            "stage2.train.epochs=2", launcher=TORCHRUN)
+            "stage2.train.epochs=2", *CPU_RANKS, launcher=TORCHRUN)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in rows] == [0, 1]
     spawned = cli("stage2", "train", "--store", store, "--out", tmp_path / "spawn", *SMALL,
-                  "stage2.train.epochs=2", "--nproc", "2")
+                  "stage2.train.epochs=2", *CPU_RANKS, "--nproc", "2")
     assert spawned.returncode == 0, spawned.stderr[-3000:]
     from safetensors.torch import load_file
 
