@@ -5,6 +5,7 @@ pre_logits=True)``: (B, 3, H, W) -> (B, D), D = ``model.num_features`` (1024 for
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -106,17 +107,22 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def for_inference(model: nn.Module, device: torch.device) -> tuple[nn.Module, torch.dtype]:
-    """``model`` as the embed path runs it on ``device`` (moved in place, as ``Module.to``
-    does), and the dtype its inputs take. On a GPU: bfloat16 weights, channels-last. Under
+def for_inference(model: nn.Module, device: torch.device,
+                  dtype: torch.dtype | None = None) -> tuple[nn.Module, torch.dtype]:
+    """``model`` as the embed path runs it on ``device``, and the dtype its inputs take. On a GPU
+    (or with ``dtype=torch.bfloat16``): a bf16 copy in channels-last; the caller's model keeps its
+    float32 weights, which its classifier head and the store key (:func:`encoder_key`) use. Under
     bf16 autocast instead, a Swin's LayerNorms, GELUs and residual adds run in float32 and move
-    twice the bytes: swin_base on an H200 at batch 64 gave 3,315 frames/s in bf16 weights
-    against 2,545 under autocast (docs/scaling.md). Compute the store key
-    (:func:`encoder_key`) before: it hashes the weights as they were trained. On a CPU: float32."""
+    twice the bytes: swin_base on an H200 at batch 64 gave 3,315 frames/s in bf16 weights against
+    2,545 under autocast (docs/scaling.md G1). On a CPU: the model itself, in float32 (moved and
+    put in eval mode in place, as ``Module.to`` does)."""
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     model = model.to(device).eval()
-    if device.type != "cuda":
-        return model, torch.float32
-    return model.to(dtype=torch.bfloat16, memory_format=torch.channels_last), torch.bfloat16
+    if dtype == torch.float32:
+        return model, dtype
+    if next(model.parameters()).dtype != dtype:
+        model = copy.deepcopy(model)
+    return model.to(dtype=dtype, memory_format=torch.channels_last), dtype
 
 
 def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

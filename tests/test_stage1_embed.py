@@ -439,3 +439,28 @@ def test_auto_workers_read_on_a_thread_on_a_cpu_and_an_int_or_auto_is_all_it_tak
     a, b = EmbeddingStore.open(tmp_path / "auto"), EmbeddingStore.open(tmp_path / "two")
     for v in a.videos():
         np.testing.assert_array_equal(a.read_video(v).emb, b.read_video(v).emb)
+
+
+def test_for_inference_casts_a_copy_and_leaves_the_callers_model_alone(tiny_cfg):
+    """The embed path's bf16 model (on a GPU) is a copy: the caller's encoder keeps its float32
+    weights, so its classifier head still takes float32 embeddings (predict's frame-level path
+    classifies with the same encoder it embedded with) and its store key stays the same from one
+    embed call to the next."""
+    from stage1_image_encoder.model import for_inference
+
+    model, mcfg = encoder_from(tiny_cfg)
+    key = encoder_key(model, mcfg)
+    cpu = torch.device("cpu")
+    same, dtype = for_inference(model, cpu)
+    assert same is model and dtype == torch.float32
+    half, dtype = for_inference(model, cpu, torch.bfloat16)      # what a GPU gets
+    assert dtype == torch.bfloat16 and half is not model
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert encoder_key(model, mcfg) == key
+    assert for_inference(half, cpu, torch.bfloat16)[0] is half    # already bf16: no second copy
+    x = torch.randn(4, 3, mcfg.img_size, mcfg.img_size)
+    with torch.inference_mode():
+        e = embed(half, x.to(torch.bfloat16)).float()
+        assert model.get_classifier()(e).shape == (4, 8)
+        assert torch.nn.functional.cosine_similarity(e, embed(model, x)).min() > 0.99
