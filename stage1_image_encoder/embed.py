@@ -8,7 +8,9 @@ as soon as its last crop has been embedded, by a thread of its own while the nex
 (at most ``MAX_QUEUED_WRITES`` videos wait), so a killed run loses at most the videos in
 flight. Videos already complete are skipped. Under torchrun, ranks take disjoint videos and
 write to the same store; separate runs may share a store too (the store locks each video; one
-finished by another writer meanwhile is skipped).
+finished by another writer meanwhile is skipped). On a GPU the encoder runs as a bf16,
+channels-last copy (``for_inference``) and nothing in the loop waits for the GPU's queue: each
+batch's embeddings come back by an asynchronous copy, taken in after the next batch is queued.
 
 A video fails (named, not written, so a re-run redoes it) when its embeddings are not finite or
 when more than ``stage1.embed.max_bad_crops`` of its face crops are unreadable; fewer unreadable
