@@ -84,11 +84,15 @@ def test_stored_embeddings_are_the_encoder_on_each_crop(ingested, tmp_path):
     written at several lengths."""
     from stage1_image_encoder.loading import BatchNormalizer, crop_tensor, read_image
 
+    from pipeline.runs import resolve_device
+    from stage1_image_encoder.model import for_inference
+
     cfg = load_config(overrides=TINY_SWIN + ["stage1.embed.batch_size=5"])
     res = run_embed(ingested, cfg, store=tmp_path / "store")
     assert res.written and not res.failures
     model, mcfg = encoder_from(cfg)
-    model.eval()
+    device = resolve_device(cfg)
+    model, dtype = for_inference(model, device)      # as the run ran it (bf16 on a GPU)
     norm = BatchNormalizer(mcfg)
     store = EmbeddingStore.open(tmp_path / "store")
     manifest = read_manifest(ingested)
@@ -99,7 +103,7 @@ def test_stored_embeddings_are_the_encoder_on_each_crop(ingested, tmp_path):
         for frame, path in zip(g.frame[g.has_face], g.crop_path[g.has_face]):
             x = crop_tensor(read_image(path), mcfg.img_size, mcfg.grayscale)[None]
             with torch.inference_mode():
-                want = embed(model, norm(x))[0].numpy()
+                want = embed(model, norm(x.to(device)).to(dtype))[0].float().cpu().numpy()
             np.testing.assert_allclose(rec.emb[frame - 1].astype(np.float32), want, rtol=1e-2, atol=2e-3)
             checked += 1
         sizes.add(int(g.has_face.sum()) % 5)
