@@ -28,16 +28,16 @@ SWIN_T = ["stage1.model.name=swin_tiny_patch4_window7_224", "stage1.model.img_si
 
 
 def outputs(model, x: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pooled embeddings, logits) in float32, computed in ``mode``."""
-    from stage1_image_encoder.model import embed
-
+    """(pooled embeddings, logits) in float32, computed in ``mode`` (the pooled embedding is
+    what ``stage1_image_encoder.model.embed`` returns)."""
     with torch.inference_mode():
         if mode == "bf16 weights":
             model = model.to(torch.bfloat16)
             x = x.to(torch.bfloat16)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16 autocast"):
-            feats = model.forward_features(x)
-            out = embed(model, x).float(), model.forward_head(feats).float()
+            feats = model.forward_features(x)        # one forward: embedding and logits from it
+            out = (model.forward_head(feats, pre_logits=True).float(),
+                   model.forward_head(feats).float())
         model.float()
     return out
 

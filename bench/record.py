@@ -45,6 +45,22 @@ def ratio(r: dict) -> float | None:
     return t / m if r.get("lower_is_better") else m / t
 
 
+def table_line(r: dict, where: str = "") -> str:
+    """One row of the figures table; ``where`` follows the machine (e.g. which record it is from)."""
+    tgt = "—" if r.get("target") is None else f"{'≤' if r['lower_is_better'] else '≥'} {fmt(r['target'])}"
+    q = ratio(r)
+    rq = "—" if q is None else f"{q:.2f} {'✓' if q >= 1 else '✗'}"
+    other = r.get("other_load")
+    if r.get("valid") is False:
+        rq = (f"invalid (other {other:.2f} > {OTHER_LIMIT:g})" if other is not None
+              else f"invalid (load {r['load']:.1f} > {busy_limit():g})")
+    ld = "—" if r.get("load") is None else f"{r['load']:.1f}"
+    if r.get("load_independent") and ld != "—":
+        ld += " (n/a)"
+    return (f"| {r['figure']} | {tgt} | {fmt(r['measured'])} | {r['unit']} | {rq} | {ld} | "
+            f"{'—' if other is None else f'{other:.2f}'} | {r['machine']}{where} |")
+
+
 def markdown(rows: list[dict], runs: dict[str, tuple], command: str, git_sha: str,
              load: str = "", header: str | None = None, gpu_rows: list[dict] = ()) -> str:
     """The results table. ``runs``: suite -> (seconds, error) or (seconds, error, load before,
@@ -69,38 +85,18 @@ def markdown(rows: list[dict], runs: dict[str, tuple], command: str, git_sha: st
         lines += [f"{len(invalid)} of {len(rows)} rows invalid (measured under load).", ""]
     lines += ["| figure | target | measured | unit | ratio | load | other | machine |",
               "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        tgt = "—" if r.get("target") is None else f"{'≤' if r['lower_is_better'] else '≥'} {fmt(r['target'])}"
-        q = ratio(r)
-        rq = "—" if q is None else f"{q:.2f} {'✓' if q >= 1 else '✗'}"
-        other = r.get("other_load")
-        if r.get("valid") is False:
-            rq = (f"invalid (other {other:.2f} > {OTHER_LIMIT:g})" if other is not None
-                  else f"invalid (load {r['load']:.1f} > {busy_limit():g})")
-        ld = "—" if r.get("load") is None else f"{r['load']:.1f}"
-        if r.get("load_independent") and ld != "—":
-            ld += " (n/a)"
-        lines.append(f"| {r['figure']} | {tgt} | {fmt(r['measured'])} | {r['unit']} | {rq} | {ld} | "
-                     f"{'—' if other is None else f'{other:.2f}'} | {r['machine']} |")
+    lines += [table_line(r) for r in rows]
     have = {r["figure"] for r in rows}
     on_gpu = {r["figure"]: r for r in gpu_rows}
     for fig, (target, lower, unit) in GPU_ONLY.items():
         if fig in have:
             continue
-        tgt = f"{'≤' if lower else '≥'} {fmt(target)}"
         g = on_gpu.get(fig)
         if g is None:
-            lines.append(f"| {fig} | {tgt} | not measured | {unit} | — | — | "
+            lines.append(f"| {fig} | {'≤' if lower else '≥'} {fmt(target)} | not measured | {unit} | — | — | "
                          "— | needs a CUDA device: `python -m bench.run_all --gpu` |")
             continue
-        q = ratio(g)
-        rq = "—" if q is None else f"{q:.2f} {'✓' if q >= 1 else '✗'}"
-        if g.get("valid") is False:
-            rq = "invalid"
-        ld, ot = g.get("load"), g.get("other_load")
-        lines.append(f"| {fig} | {tgt} | {fmt(g['measured'])} | {unit} | {rq} | "
-                     f"{'—' if ld is None else f'{ld:.1f}'} | {'—' if ot is None else f'{ot:.2f}'} | "
-                     f"{g['machine']}: the GPU record, [gpu/results.md](gpu/results.md) |")
+        lines.append(table_line({**g, "unit": unit}, where=": the GPU record, [gpu/results.md](gpu/results.md)"))
     lines += ["", "| suite | seconds | load before → after | other | status |", "|---|---|---|---|---|"]
     for name, run in runs.items():
         seconds, error = run[0], run[1]
