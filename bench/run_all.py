@@ -59,7 +59,7 @@ def suite_args(name: str, quick: bool, gpu: bool) -> list[str] | None:
             return None
         if quick:      # the two shortest clips
             videos = sorted(videos, key=lambda v: v.stat().st_size)[:2]
-        return ["--videos", *map(str, videos)]
+        return ["--videos", *map(str, videos)] + (["--repeat", "1"] if quick else [])
     if name == "stage1":
         return (["--frames", "128", "--repeat", "1"] if quick else []) + (["--model", "base"] if gpu else [])
     if name == "stage2":

@@ -3,10 +3,13 @@
 - decode only (ffmpeg -> BGR frames), frames/s
 - detector only (frames already in memory), frames/s
 - the full stage on the same video (decode + detect + track + align + JPEG + manifest), frames/s
-  and its ratio to detector-only (target >= 0.8: decode/crop/write hide behind detection)
+  and its ratio to detector-only (target >= 0.8: decode/crop/write hide behind detection): the
+  median over rounds, each full run against the mean of the detector-only runs just before and
+  just after it (as in bench.stage1: a shared machine's speed drifts within a minute, and two
+  single runs taken a minute apart compare two states of the machine, not two code paths)
 - ``stage0.parallel.jobs`` 2 vs 1 over several videos (wall-clock speedup)
 
-    python -m bench.stage0 [--videos PATH...] [--detector retinaface|scrfd|yunet]
+    python -m bench.stage0 [--videos PATH...] [--detector retinaface|scrfd|yunet] [--repeat 5]
 
 Writes bench/stage0.json.
 """
@@ -19,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from bench.common import row, write_rows
 from pipeline.config import load_config
 
@@ -30,6 +35,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--videos", nargs="+", type=Path,
                    default=sorted(SHARED_VIDEOS.glob("*.mp4")) if SHARED_VIDEOS.is_dir() else [])
     p.add_argument("--detector", default="retinaface")
+    p.add_argument("--repeat", type=int, default=5,
+                   help="rounds: full-stage runs, each between two detector-only runs")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("stage0.json"))
     args = p.parse_args(argv)
     if not args.videos:
@@ -50,19 +57,30 @@ def main(argv=None) -> list[dict]:
     frames = [f.image for f in iter_frames(video)]
     decode_fps = len(frames) / (time.perf_counter() - t)
 
+    def detect() -> float:
+        t = time.perf_counter()
+        for i in range(0, len(frames), bs):
+            detect_batch(det, frames[i:i + bs], cfg.stage0.detector.pad_retry)
+        return len(frames) / (time.perf_counter() - t)
+
     detect_batch(det, frames[:bs], cfg.stage0.detector.pad_retry)   # warm-up
-    t = time.perf_counter()
-    for i in range(0, len(frames), bs):
-        detect_batch(det, frames[i:i + bs], cfg.stage0.detector.pad_retry)
-    detect_fps = len(frames) / (time.perf_counter() - t)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-stage0-"))
     try:
         job = jobs_for_videos([video])[0]
-        t = time.perf_counter()
-        outcome = process_video(job, tmp / "full", cfg)[0]
-        full_fps = outcome.frames / (time.perf_counter() - t)
-        assert outcome.status == "ok", outcome.error
+
+        def full(k: int) -> float:
+            t = time.perf_counter()
+            outcome = process_video(job, tmp / f"full{k}", cfg)[0]
+            assert outcome.status == "ok", outcome.error
+            return outcome.frames / (time.perf_counter() - t)
+
+        detect_fps, full_fps = [detect()], []
+        for k in range(args.repeat):
+            full_fps.append(full(k))
+            detect_fps.append(detect())
+        detect_fps = np.array(detect_fps)
+        ratios = np.array(full_fps) / ((detect_fps[:-1] + detect_fps[1:]) / 2)
 
         jobs = jobs_for_videos(list(args.videos))
         t = time.perf_counter()
@@ -77,12 +95,14 @@ def main(argv=None) -> list[dict]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    info = {"video": video.name, "frames": len(frames), "detector": args.detector}
+    info = {"video": video.name, "frames": len(frames), "detector": args.detector,
+            "rounds": args.repeat}
     rows = [
         row("stage0 decode only, frames/s", decode_fps, "frames/s", **info),
-        row("stage0 detector only, frames/s", detect_fps, "frames/s", **info),
-        row("stage0 full stage, frames/s", full_fps, "frames/s", **info),
-        row("stage0 full stage / detector only", full_fps / detect_fps, "x", target=0.8, **info),
+        row("stage0 detector only, frames/s", np.median(detect_fps), "frames/s", **info),
+        row("stage0 full stage, frames/s", np.median(full_fps), "frames/s", **info),
+        row("stage0 full stage / detector only", np.median(ratios), "x", target=0.8,
+            ratio_min=round(float(ratios.min()), 3), ratio_max=round(float(ratios.max()), 3), **info),
         row("stage0 jobs=2 vs jobs=1 speedup", t_one / t_two, "x", videos=len(jobs),
             detector=args.detector),
     ]
