@@ -102,12 +102,14 @@ def main(argv=None) -> list[dict]:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
-    what = "generated demo data, bundled encoder" + (", quick" if args.quick else "") if work else store
-    info = {"store": what, "train_frames": res["train_frames"], "val_frames": res["val_frames"],
-            "steps": args.steps}
-    rows = [row("linear_probe: per-frame logistic regression, val macro-F1 (demo store), %",
+    # the row names say which embeddings were probed: the figure means nothing without it
+    what = ("demo data, frozen bundled encoder" + (", quick" if args.quick else "") if work
+            else f"store {Path(store).name}")
+    info = {"store": what if work else str(Path(store).resolve()), "train_frames": res["train_frames"],
+            "val_frames": res["val_frames"], "steps": args.steps}
+    rows = [row(f"linear_probe: per-frame logistic regression, val macro-F1 ({what}), %",
                 res["val_macro_f1"], "%", timing=False, **info),
-            row("linear_probe: per-frame logistic regression, train macro-F1 (demo store), %",
+            row(f"linear_probe: per-frame logistic regression, train macro-F1 ({what}), %",
                 res["train_macro_f1"], "%", timing=False, **info)]
     write_rows(rows, args.out)
     return rows

@@ -1,4 +1,5 @@
-"""Stage-0 throughput, measured side by side in one run on the same frames:
+"""Stage-0 throughput, measured side by side in one run on the same frames of the longest of
+the given videos (by coded frames):
 
 - decode only (ffmpeg -> BGR frames), frames/s
 - detector only (frames already in memory), frames/s
@@ -51,7 +52,11 @@ def main(argv=None) -> list[dict]:
     cfg = load_config(overrides=[f"stage0.detector.name={args.detector}", "stage0.contact_sheet=false"])
     det = get_detector(cfg.stage0.detector)
     bs = cfg.stage0.detector.batch_size
-    video = max(args.videos, key=lambda v: v.stat().st_size)   # the largest for the per-stage figures
+    # The per-stage figures use the longest video (most coded frames): a stage's rate over a
+    # video of a few dozen frames is mostly its per-video set-up (probe, ffmpeg start, parquet
+    # and marker writes), which a video of Aff-Wild2's thousands of frames does not feel.
+    from pipeline.media import probe_video
+    video = max(args.videos, key=lambda v: probe_video(v).n_frames)
 
     t = time.perf_counter()
     frames = [f.image for f in iter_frames(video)]
