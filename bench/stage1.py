@@ -66,15 +66,17 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--workers", type=int, default=0 if not torch.cuda.is_available() else 4,
                    help="DataLoader workers (default: 0 on a CPU, where workers compete with the forward)")
-    p.add_argument("--repeat", type=int, default=11,
-                   help="rounds: embed runs, each between two bare runs (single rounds spread over "
-                        "0.88-0.96 on an idle 2-core machine; the median of 11 moves less)")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="rounds: embed runs, each between two bare runs (default 11 on a CPU, where "
+                        "single rounds spread over 0.88-1.03 on an idle 2-core machine; 7 on a GPU)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the forward, both sides (default: torch's, all cores)")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("stage1.json"))
     args = p.parse_args(argv)
     if args.frames is None:
         args.frames = 32768 if torch.cuda.is_available() else 2000
+    if args.repeat is None:
+        args.repeat = 7 if torch.cuda.is_available() else 11
     if args.threads:
         torch.set_num_threads(args.threads)
 
