@@ -10,6 +10,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 def machine() -> str:
@@ -31,6 +32,28 @@ def timeit(fn, repeat: int = 5, warmup: int = 1) -> float:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def bracketed(base, measured, rounds: int):
+    """Rates of two code paths over ``rounds`` rounds: base, measured(0), base, measured(1), ...,
+    base. Each measured run is compared with the mean of the base runs just before and just after
+    it, which cancels a drift of the machine's speed across the round (a shared 2-core machine
+    drifts by 20 % within a minute: the best of each side, or one run of each, pairs measurements
+    taken in different states of the machine). ``base()`` and ``measured(k)`` return a rate.
+    Returns (base rates, measured rates, per-round ratios), numpy arrays; the figure is the
+    median ratio."""
+    base_rates, measured_rates = [base()], []
+    for k in range(rounds):
+        measured_rates.append(measured(k))
+        base_rates.append(base())
+    base_rates, measured_rates = np.array(base_rates), np.array(measured_rates)
+    return base_rates, measured_rates, measured_rates / ((base_rates[:-1] + base_rates[1:]) / 2)
+
+
+def ratio_row(figure: str, ratios, target: float, **extra) -> dict:
+    """The median of per-round ratios as a figure, with the range of the rounds."""
+    return row(figure, np.median(ratios), "x", target=target, ratio_min=round(float(ratios.min()), 3),
+               ratio_max=round(float(ratios.max()), 3), **extra)
 
 
 def row(figure: str, measured: float, unit: str, target: float | None = None,

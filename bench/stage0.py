@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import row, write_rows
+from bench.common import bracketed, ratio_row, row, write_rows
 from pipeline.config import load_config
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "videos"
@@ -80,12 +80,7 @@ def main(argv=None) -> list[dict]:
             assert outcome.status == "ok", outcome.error
             return outcome.frames / (time.perf_counter() - t)
 
-        detect_fps, full_fps = [detect()], []
-        for k in range(args.repeat):
-            full_fps.append(full(k))
-            detect_fps.append(detect())
-        detect_fps = np.array(detect_fps)
-        ratios = np.array(full_fps) / ((detect_fps[:-1] + detect_fps[1:]) / 2)
+        detect_fps, full_fps, ratios = bracketed(detect, full, args.repeat)
 
         jobs = jobs_for_videos(list(args.videos))
         t = time.perf_counter()
@@ -106,8 +101,7 @@ def main(argv=None) -> list[dict]:
         row("stage0 decode only, frames/s", decode_fps, "frames/s", **info),
         row("stage0 detector only, frames/s", np.median(detect_fps), "frames/s", **info),
         row("stage0 full stage, frames/s", np.median(full_fps), "frames/s", **info),
-        row("stage0 full stage / detector only", np.median(ratios), "x", target=0.8,
-            ratio_min=round(float(ratios.min()), 3), ratio_max=round(float(ratios.max()), 3), **info),
+        ratio_row("stage0 full stage / detector only", ratios, 0.8, **info),
         row("stage0 jobs=2 vs jobs=1 speedup", t_one / t_two, "x", videos=len(jobs),
             detector=args.detector),
     ]

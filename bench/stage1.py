@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.common import row, write_rows
+from bench.common import bracketed, ratio_row, row, write_rows
 from pipeline.config import load_config
 from pipeline.manifest import empty_rows, write_manifest
 from pipeline.store import EmbeddingStore
@@ -128,15 +128,7 @@ def main(argv=None) -> list[dict]:
             embed(model, batches[0])                                 # warm-up
         first = df["video"] == df["video"].iloc[0]                   # warm-up: one video
         embed_manifest(df[first], model, cfg, tmp / "store-warm-up", device)
-        # Bracketed rounds: bare, embed, bare, embed, ..., bare. Each embed run is compared with
-        # the mean of the bare runs just before and just after it, which cancels a drift of the
-        # machine's speed across the round; the ratio is the median over the rounds. (The speed
-        # of a shared 2-core machine drifts by 20 % within a minute: a ratio of the best of each
-        # side pairs measurements taken in different states of the machine.)
-        bare_fps, full_fps = [bare()], []
-        for k in range(args.repeat):
-            full_fps.append(full(k))
-            bare_fps.append(bare())
+        bare_fps, full_fps, ratios = bracketed(bare, full, args.repeat)  # bare, embed, ..., bare
         # the store holds what the bare forward gives for each crop (same precision, fp16 rows)
         with torch.inference_mode():
             want = torch.cat([embed(model, x).float().cpu() for x in batches]).half().float()
@@ -146,17 +138,13 @@ def main(argv=None) -> list[dict]:
         assert diff < 2e-2, f"the embed path's store differs from the bare forward: {diff:.3g}"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    bare_fps = np.array(bare_fps)
-    ratios = np.array(full_fps) / ((bare_fps[:-1] + bare_fps[1:]) / 2)
     info = {"model": mcfg.name, "img_size": mcfg.img_size, "batch": args.batch,
             "workers": args.workers, "frames": args.frames, "device": device.type,
             "rounds": args.repeat, "threads": torch.get_num_threads()}
     rows = [row("stage1 bare backbone forward, frames/s", np.median(bare_fps), "frames/s", **info),
             row("stage1 embed (decode + forward + store), frames/s", np.median(full_fps), "frames/s",
                 **info),
-            row("stage1 embed / bare forward", np.median(ratios), "x", target=0.9,
-                ratio_min=round(float(ratios.min()), 3), ratio_max=round(float(ratios.max()), 3),
-                **info),
+            ratio_row("stage1 embed / bare forward", ratios, 0.9, **info),
             row("stage1 store rows vs bare forward, largest relative difference", diff, "",
                 timing=False, **info)]
     if device.type == "cuda" and args.model == "base":

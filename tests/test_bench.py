@@ -252,3 +252,19 @@ def test_a_suite_run_alone_leaves_the_record_alone_and_merge_needs_one(tmp_path)
                        text=True, timeout=120)
     assert r.returncode == 2 and "no " in r.stderr and "results.json to merge into" in r.stderr
     assert not (tmp_path / "empty" / "results.md").exists()
+
+
+def test_bracketed_rounds_cancel_a_steady_drift_of_the_machines_speed():
+    """The machine slows by 5 % per run; the measured path is always 0.9x the base path at the
+    same moment. Each round's ratio (measured against the mean of the base runs around it) is
+    0.9, where the first base run against the last measured one would give 0.9 x 0.55 = 0.50."""
+    from bench.common import bracketed, ratio_row
+
+    clock = iter(range(100))
+    speed = lambda: 1.0 - 0.05 * next(clock)                   # noqa: E731 - one run per call
+    base, measured, ratios = bracketed(speed, lambda k: 0.9 * speed(), 5)
+    assert len(base) == 6 and len(measured) == 5
+    assert np.allclose(ratios, 0.9)
+    assert measured[-1] / base[0] < 0.6
+    r = ratio_row("x / y", ratios, 0.8)
+    assert r["measured"] == 0.9 and r["ratio_min"] == r["ratio_max"] == 0.9 and r["target"] == 0.8
