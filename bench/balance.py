@@ -1,4 +1,4 @@
-"""Work balance of the splits by frame count (``pipeline.balance``: greedy, longest first), as
+"""Work balance of the splits by frame count (``fer_pipeline.balance``: greedy, longest first), as
 used by stage-0 ``--shard K/N``, stage-1 embed ranks and stage-2 evaluation ranks, on an
 Aff-Wild2-like length distribution (``affwild2_like_lengths``: 550 log-normal video lengths,
 2.8 M frames). Reported per split size: the largest shard's frames over the mean (target
@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from bench.common import row, write_rows
-from pipeline.balance import affwild2_like_lengths, balanced_parts, imbalance
+from fer_pipeline.balance import affwild2_like_lengths, balanced_parts, imbalance
 
 
 def main(argv=None) -> list[dict]:

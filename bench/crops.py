@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from bench.common import row, write_rows
-from pipeline.config import load_config
+from fer_pipeline.config import load_config
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "videos"
 
@@ -58,7 +58,7 @@ def main(argv=None) -> list[dict]:
     try:
         for size in args.sizes:
             out = tmp / str(size)
-            cmd = [sys.executable, "-m", "pipeline", "stage0", "run", "--videos", *map(str, args.videos),
+            cmd = [sys.executable, "-m", "fer_pipeline", "stage0", "run", "--videos", *map(str, args.videos),
                    "--out", str(out), "stage0.contact_sheet=false", f"stage0.align.size={size}"]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:

@@ -50,7 +50,7 @@ ROWS = [f"{lab}/{loss}" for lab in LABELS for loss in LOSSES]
 def command(row: str, seed: int, out: Path, root: Path, recipe: Path, extra: list[str]) -> list[str]:
     lab, loss = row.split("/")
     source = f"[{{format: ferplus, root: {root}, label_mode: {LABELS[lab]}, sample_seed: {seed}}}]"
-    return [sys.executable, "-m", "pipeline", "stage1", "train", "--out", str(out),
+    return [sys.executable, "-m", "fer_pipeline", "stage1", "train", "--out", str(out),
             "--config", str(recipe), f"stage1.data.sources={source}", f"seed={seed}",
             *LOSSES[loss], *extra]
 

@@ -20,7 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import row, write_rows
-from pipeline.config import load_config
+from fer_pipeline.config import load_config
 
 TINY = ["stage1.model.name=swin_tiny_patch4_window7_224", "stage1.model.img_size=112",
         "stage1.model.embed_dim=32", "stage1.model.depths=[2,2]", "stage1.model.num_heads=[2,4]",

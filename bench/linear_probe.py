@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.labels import CLASSES, NUM_CLASSES
-from pipeline.metrics import F1Report, confusion
-from pipeline.store import EmbeddingStore
+from fer_pipeline.labels import CLASSES, NUM_CLASSES
+from fer_pipeline.metrics import F1Report, confusion
+from fer_pipeline.store import EmbeddingStore
 
 
 def probe(store_path: str, steps: int = 500, lr: float = 1e-2, wd: float = 1e-4,
@@ -60,7 +60,7 @@ def build_demo_store(work: Path, quick: bool = False) -> Path:
     import subprocess
     import sys
 
-    demo = [str(Path(__file__).resolve().parents[1] / "pipeline" / "presets" / "demo.yaml")]
+    demo = [str(Path(__file__).resolve().parents[1] / "fer_pipeline" / "presets" / "demo.yaml")]
     small = ["synth.n_videos=3", "synth.n_val=1", "synth.duration_s=[4,6]",
              "synth.stills_train_per_class=1", "synth.stills_test_per_class=1"] if quick else []
     steps = [["synth", "--out", str(work / "data"), *small],
@@ -68,7 +68,7 @@ def build_demo_store(work: Path, quick: bool = False) -> Path:
              ["stage1", "embed", "--manifest", str(work / "s0" / "manifest.parquet"),
               "--store", str(work / "store")]]
     for args in steps:
-        r = subprocess.run([sys.executable, "-m", "pipeline", *args, "--config", *demo],
+        r = subprocess.run([sys.executable, "-m", "fer_pipeline", *args, "--config", *demo],
                            capture_output=True, text=True)
         if r.returncode not in (0, 1):          # 1 = some inputs failed, the rest done
             raise SystemExit(f"fer-pipeline {' '.join(args[:2])} failed:\n{r.stderr[-3000:]}")

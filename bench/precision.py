@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.common import row, write_rows
-from pipeline.config import load_config
+from fer_pipeline.config import load_config
 
 FERPLUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ferplus"
 SWIN_T = ["stage1.model.name=swin_tiny_patch4_window7_224", "stage1.model.img_size=112",

@@ -61,7 +61,7 @@ CLASS_SHARE = np.array([0.30, 0.05, 0.03, 0.03, 0.15, 0.10, 0.07, 0.27])
 
 def generate(path: Path, frames: int, videos: int, dim: int, seed: int = 0) -> dict:
     """Write the synthetic store; returns write seconds (store calls only) and sizes."""
-    from pipeline.store import EmbeddingStore
+    from fer_pipeline.store import EmbeddingStore
 
     rng = np.random.default_rng(seed)
     mean = frames / videos
@@ -213,7 +213,7 @@ def run_measured(cmd: list[str], env: dict | None = None, cgroup: Path | None = 
 
 def _load_child(store: str) -> None:
     """Child process of step 2: load the store, print seconds and frames as JSON."""
-    from pipeline.store import EmbeddingStore
+    from fer_pipeline.store import EmbeddingStore
 
     t = time.perf_counter()
     loaded = EmbeddingStore.open(store).load()
@@ -234,7 +234,7 @@ def train_cmd(store: Path, run: Path, ranks: int, extra: list[str] = (), launche
     interpreters); the global batch is ``BATCH`` clips either way."""
     torchrun = ["torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m"]
     return [sys.executable, "-m", *(torchrun if ranks > 1 and launcher == "torchrun" else []),
-            "pipeline", "stage2", "train", "--store", str(store), "--out", str(run),
+            "fer_pipeline", "stage2", "train", "--store", str(store), "--out", str(run),
             *(["--nproc", str(ranks)] if ranks > 1 and launcher == "nproc" else []),
             *SMALL, f"stage2.train.batch_size={BATCH // ranks}", *extra]
 

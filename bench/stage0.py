@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import bracketed, ratio_row, row, write_rows
-from pipeline.config import load_config
+from fer_pipeline.config import load_config
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "videos"
 
@@ -55,7 +55,7 @@ def main(argv=None) -> list[dict]:
     # The per-stage figures use the longest video (most coded frames): a stage's rate over a
     # video of a few dozen frames is mostly its per-video set-up (probe, ffmpeg start, parquet
     # and marker writes), which a video of Aff-Wild2's thousands of frames does not feel.
-    from pipeline.media import probe_video
+    from fer_pipeline.media import probe_video
     video = max(args.videos, key=lambda v: probe_video(v).n_frames)
 
     t = time.perf_counter()

@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 
 from bench.common import bracketed, ratio_row, row, write_rows
-from pipeline.config import load_config
-from pipeline.manifest import empty_rows, write_manifest
-from pipeline.store import EmbeddingStore
+from fer_pipeline.config import load_config
+from fer_pipeline.manifest import empty_rows, write_manifest
+from fer_pipeline.store import EmbeddingStore
 
 TINY = ["stage1.model.name=swin_tiny_patch4_window7_224", "stage1.model.img_size=112",
         "stage1.model.embed_dim=32", "stage1.model.depths=[2,2]", "stage1.model.num_heads=[2,4]",
@@ -81,7 +81,7 @@ def main(argv=None) -> list[dict]:
         torch.set_num_threads(args.threads)
 
     from stage1_image_encoder.loading import BatchNormalizer, crop_tensor
-    from pipeline.manifest import read_manifest
+    from fer_pipeline.manifest import read_manifest
     from stage1_image_encoder.embed import embed_manifest, per_video_batches
     from stage1_image_encoder import load_encoder as encoder_from
     from stage1_image_encoder.model import embed, for_inference

@@ -63,9 +63,9 @@ decisions about people.
 def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import save_file
 
-    from pipeline.checkpoint import load_checkpoint
-    from pipeline.config import DataSource, load_config
-    from pipeline.labels import CLASSES
+    from fer_pipeline.checkpoint import load_checkpoint
+    from fer_pipeline.config import DataSource, load_config
+    from fer_pipeline.labels import CLASSES
     from stage1_image_encoder.api import evaluate, evaluation_summary
     from stage1_image_encoder.model import build_encoder, encoder_key
     from stage1_image_encoder.pretrained import BUNDLED_DIR, BUNDLED_NAME, sha256

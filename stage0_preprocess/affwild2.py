@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from pipeline.config import Config
-from pipeline.errors import InputError, UsageError
-from pipeline.manifest import SPLITS, empty_rows
-from pipeline.media import VIDEO_EXTENSIONS, probe_video
+from fer_pipeline.config import Config
+from fer_pipeline.errors import InputError, UsageError
+from fer_pipeline.manifest import SPLITS, empty_rows
+from fer_pipeline.media import VIDEO_EXTENSIONS, probe_video
 from stage0_preprocess.annotations import parse_expr_annotation
 
 log = logging.getLogger(__name__)

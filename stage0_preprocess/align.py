@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from insightface.utils.face_align import norm_crop
 
-from pipeline.config import AlignConfig
+from fer_pipeline.config import AlignConfig
 
 # insightface calls scikit-image's deprecated SimilarityTransform.estimate (same result)
 warnings.filterwarnings("ignore", message="`estimate` is deprecated", category=FutureWarning)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.labels import CLASSES, IGNORE, NUM_CLASSES
+from fer_pipeline.errors import InputError
+from fer_pipeline.labels import CLASSES, IGNORE, NUM_CLASSES
 
 
 def parse_expr_annotation(path: str | Path) -> np.ndarray:
@@ -52,6 +52,6 @@ def parse_expr_annotation(path: str | Path) -> np.ndarray:
 
 def write_expr_annotation(path: str | Path, labels: np.ndarray) -> None:
     """Inverse of :func:`parse_expr_annotation` (used for fixtures and exports)."""
-    from pipeline.io import write_text
+    from fer_pipeline.io import write_text
 
     write_text(path, ",".join(CLASSES) + "\n" + "".join(f"{int(v)}\n" for v in labels))

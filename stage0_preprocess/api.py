@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.config import Config
-from pipeline.errors import UsageError
-from pipeline.io import atomic_write
-from pipeline.manifest import write_manifest
-from pipeline.outdir import check_output_dir
-from pipeline.runs import init_run_dir
+from fer_pipeline.config import Config
+from fer_pipeline.errors import UsageError
+from fer_pipeline.io import atomic_write
+from fer_pipeline.manifest import write_manifest
+from fer_pipeline.outdir import check_output_dir
+from fer_pipeline.runs import init_run_dir
 from stage0_preprocess.affwild2 import raw_video_name
 from stage0_preprocess.align import align_face
 from stage0_preprocess.annotations import parse_expr_annotation, write_expr_annotation

@@ -24,8 +24,8 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.media import MOOV_MISSING, check_readable, ffmpeg_exe, moov_reason
+from fer_pipeline.errors import InputError
+from fer_pipeline.media import MOOV_MISSING, check_readable, ffmpeg_exe, moov_reason
 
 _live: weakref.WeakSet = weakref.WeakSet()     # running ffmpeg decoders of this process
 

@@ -17,8 +17,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipeline.cliutil import add_config_args, resolve_config, summary
-from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK
+from fer_pipeline.cliutil import add_config_args, resolve_config, summary
+from fer_pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 from joblib import Parallel, delayed, parallel_config
 
-from pipeline.balance import balanced_part
-from pipeline.config import Config
-from pipeline.errors import UsageError, os_error_line, output_failure
-from pipeline.io import atomic_write, write_parquet
-from pipeline.manifest import normalise
-from pipeline.media import VIDEO_EXTENSIONS
-from pipeline.progress import progress
+from fer_pipeline.balance import balanced_part
+from fer_pipeline.config import Config
+from fer_pipeline.errors import UsageError, os_error_line, output_failure
+from fer_pipeline.io import atomic_write, write_parquet
+from fer_pipeline.manifest import normalise
+from fer_pipeline.media import VIDEO_EXTENSIONS
+from fer_pipeline.progress import progress
 from stage0_preprocess.video import (OutputFailed, Track, TrackOutcome, VideoJob, is_complete,
                                      process_video, read_outcome)
 
@@ -96,7 +96,7 @@ def frame_estimate(path: str | Path) -> int:
 
 def select_shard(jobs: list[VideoJob], shard: tuple[int, int] | None,
                  frames=frame_estimate) -> list[VideoJob]:
-    """Shard k of n of the jobs sorted by path, balanced by frame count (``pipeline.balance``:
+    """Shard k of n of the jobs sorted by path, balanced by frame count (``fer_pipeline.balance``:
     longest first, each to the shard with the fewest frames): n batch jobs computing it from
     the same list split it with no overlap and near-equal work."""
     if shard is None:

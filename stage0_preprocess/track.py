@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.config import TrackConfig
+from fer_pipeline.config import TrackConfig
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -27,11 +27,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline.config import Config, DetectorConfig
-from pipeline.errors import InputError, os_error_line
-from pipeline.io import write_json, write_parquet
-from pipeline.manifest import empty_rows, normalise
-from pipeline.media import probe_video
+from fer_pipeline.config import Config, DetectorConfig
+from fer_pipeline.errors import InputError, os_error_line
+from fer_pipeline.io import write_json, write_parquet
+from fer_pipeline.manifest import empty_rows, normalise
+from fer_pipeline.media import probe_video
 from stage0_preprocess.align import crop_face
 from stage0_preprocess.annotations import parse_expr_annotation
 from stage0_preprocess.decode import iter_frames, kill_decoders
@@ -260,7 +260,7 @@ def write_file(path: Path, data: bytes) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    from pipeline.io import atomic_path
+    from fer_pipeline.io import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

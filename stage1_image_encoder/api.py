@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import distributed
-from pipeline.config import Config, load_config
-from pipeline.errors import UsageError
-from pipeline.io import write_json
-from pipeline.manifest import read_manifest
-from pipeline.outdir import check_output_dir
-from pipeline.runs import init_run_dir, setup_rank
+from fer_pipeline import distributed
+from fer_pipeline.config import Config, load_config
+from fer_pipeline.errors import UsageError
+from fer_pipeline.io import write_json
+from fer_pipeline.manifest import read_manifest
+from fer_pipeline.outdir import check_output_dir
+from fer_pipeline.runs import init_run_dir, setup_rank
 from stage1_image_encoder.embed import EmbedResult, embed_manifest as embed_frames
 from stage1_image_encoder.main import register as register_cli
 from stage1_image_encoder.model import build_encoder, embed as embed_images, encoder_key
@@ -124,7 +124,7 @@ def is_stage1_run(run_dir: str | Path) -> bool:
 def load_classifier(run_dir: str | Path, cfg: Config | None = None):
     """``(model, model config)`` of a stage-1 run (or ``"bundled"``) whose checkpoint holds a
     trained 8-way classifier head; a checkpoint without one is a one-line ``UsageError``."""
-    from pipeline.checkpoint import load_checkpoint
+    from fer_pipeline.checkpoint import load_checkpoint
     from stage1_image_encoder.model import has_classifier
 
     run = bundled_run() if run_dir == "bundled" else Path(run_dir)

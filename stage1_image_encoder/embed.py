@@ -31,13 +31,13 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline import distributed
-from pipeline.config import Config
-from pipeline.errors import os_error_line
-from pipeline.io import write_text
-from pipeline.progress import progress
-from pipeline.runs import git_sha
-from pipeline.store import EmbeddingStore, nonfinite_rows
+from fer_pipeline import distributed
+from fer_pipeline.config import Config
+from fer_pipeline.errors import os_error_line
+from fer_pipeline.io import write_text
+from fer_pipeline.progress import progress
+from fer_pipeline.runs import git_sha
+from fer_pipeline.store import EmbeddingStore, nonfinite_rows
 from stage1_image_encoder.loading import BatchNormalizer, CropBatches
 from stage1_image_encoder.model import embed, encoder_key, for_inference, preprocessing
 

@@ -16,15 +16,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from pipeline import distributed
-from pipeline.checkpoint import resume_train_state, save_checkpoint, unwrap_model
-from pipeline.config import Config
-from pipeline.io import append_jsonl, read_jsonl
-from pipeline.metrics import F1Report, confusion
-from pipeline.optim import adamw_warmup_cosine
-from pipeline.plots import plot_curves
-from pipeline.progress import progress
-from pipeline.training import autocast, checkpoint_meta, run_epoch, save_train_state
+from fer_pipeline import distributed
+from fer_pipeline.checkpoint import resume_train_state, save_checkpoint, unwrap_model
+from fer_pipeline.config import Config
+from fer_pipeline.io import append_jsonl, read_jsonl
+from fer_pipeline.metrics import F1Report, confusion
+from fer_pipeline.optim import adamw_warmup_cosine
+from fer_pipeline.plots import plot_curves
+from fer_pipeline.progress import progress
+from fer_pipeline.training import autocast, checkpoint_meta, run_epoch, save_train_state
 from stage1_image_encoder.loading import LabelledImages
 from stage1_image_encoder.losses import nla_loss
 from stage1_image_encoder.model import build_encoder, encoder_key

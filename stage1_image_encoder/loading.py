@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.config import AugmentConfig, EncoderModelConfig
+from fer_pipeline.config import AugmentConfig, EncoderModelConfig
 
 
 def to_gray(bgr: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ github.com/jungyu0413/NLA, ``src/train.py`` and ``src/loss.py``).
   horizontal mirror of the same augmented image.
 - ``paper`` form: ``mean((1 + w) * CE)``.
 
-``w`` is the NAW kernel weight (``pipeline.naw``) on (p_GT, p_NN) with the official kernel
+``w`` is the NAW kernel weight (``fer_pipeline.naw``) on (p_GT, p_NN) with the official kernel
 normalisation C; it carries gradient (``weight_grad: true``, as the official code computes it)
 unless ``weight_grad: false``. CE uses soft targets when given (FERPlus vote distributions), the
 kernel the hard label.
@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import NLAConfig
-from pipeline.labels import IGNORE
-from pipeline.naw import naw_weight
+from fer_pipeline.config import NLAConfig
+from fer_pipeline.labels import IGNORE
+from fer_pipeline.naw import naw_weight
 
 
 def nla_jsd(logits_a: torch.Tensor, logits_b: torch.Tensor, reduction: str = "sum") -> torch.Tensor:

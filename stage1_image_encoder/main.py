@@ -4,7 +4,7 @@
     fer-pipeline stage1 embed --manifest DIR/manifest.parquet [--run RUN_DIR] [--store STORE]
                               [--export-h5 FILE]
     fer-pipeline stage1 eval --run RUN_DIR|bundled --config sources.yaml --out DIR
-    torchrun --nproc_per_node=8 -m pipeline stage1 embed --manifest ... --run ... --store ...
+    torchrun --nproc_per_node=8 -m fer_pipeline stage1 embed --manifest ... --run ... --store ...
     python -m stage1_image_encoder embed --manifest ... stage1.embed.batch_size=256
 
 Without ``--run`` the encoder is built from ``stage1.model`` (weights from
@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipeline import distributed
-from pipeline.cliutil import (add_config_args, add_train_args, launch_ranks, launch_training,
+from fer_pipeline import distributed
+from fer_pipeline.cliutil import (add_config_args, add_train_args, launch_ranks, launch_training,
                               resolve_config, summary)
-from pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, RunFailed, UsageError, output_failure
+from fer_pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, RunFailed, UsageError, output_failure
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_worker(args: argparse.Namespace) -> None:
-    from pipeline.training import NonFiniteLoss, kept_checkpoint
+    from fer_pipeline.training import NonFiniteLoss, kept_checkpoint
     from stage1_image_encoder.api import train
 
     cfg = resolve_config(args)
@@ -95,7 +95,7 @@ def _embed_worker(args: argparse.Namespace) -> int:
     bad = sum(p[4] for p in parts)
     stopped = [p[5] for p in parts if p[5]]
     if args.export_h5 and distributed.is_primary() and not stopped:
-        from pipeline.store import EmbeddingStore
+        from fer_pipeline.store import EmbeddingStore
 
         EmbeddingStore.open(res.store).export_h5(args.export_h5)
     distributed.barrier()
@@ -120,7 +120,7 @@ def _embed_worker(args: argparse.Namespace) -> int:
 def eval_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline.io import write_json
+    from fer_pipeline.io import write_json
     from stage1_image_encoder.api import evaluate, evaluation_summary, is_stage1_run
 
     cfg = resolve_config(args)

@@ -15,9 +15,9 @@ import timm
 import torch
 from torch import nn
 
-from pipeline.config import EncoderModelConfig
-from pipeline.errors import UsageError
-from pipeline.labels import NUM_CLASSES
+from fer_pipeline.config import EncoderModelConfig
+from fer_pipeline.errors import UsageError
+from fer_pipeline.labels import NUM_CLASSES
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.config import Config, EncoderModelConfig, load_config
-from pipeline.errors import UsageError
+from fer_pipeline.config import Config, EncoderModelConfig, load_config
+from fer_pipeline.errors import UsageError
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 BUNDLED_NAME = "ferplus_resnet10t"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.config import Config
-from pipeline.store import LoadedStore
-from pipeline.postprocess import interpolate_no_face, smooth
+from fer_pipeline.config import Config
+from fer_pipeline.store import LoadedStore
+from fer_pipeline.postprocess import interpolate_no_face, smooth
 from stage2_temporal.heads import decide as _decide, decision_rule
 from stage2_temporal.main import register as register_cli
 from stage2_temporal.protocols import ABLATION_ROWS, HEADS_ROWS, ablate, compare_heads, kfold

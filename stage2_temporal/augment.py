@@ -19,8 +19,8 @@ import math
 import torch
 from torch import nn
 
-from pipeline.config import TokenAugConfig
-from pipeline.labels import IGNORE
+from fer_pipeline.config import TokenAugConfig
+from fer_pipeline.labels import IGNORE
 
 
 def drop_tokens(valid: torch.Tensor, drop_min: float, drop_max: float,

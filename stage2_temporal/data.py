@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.config import Stage2DataConfig
-from pipeline.labels import IGNORE
-from pipeline.store import EmbeddingStore, LoadedStore, StoreIndex
+from fer_pipeline.config import Stage2DataConfig
+from fer_pipeline.labels import IGNORE
+from fer_pipeline.store import EmbeddingStore, LoadedStore, StoreIndex
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def load_cache(store: EmbeddingStore, index: StoreIndex, data: Stage2DataConfig,
       store version; for stores bigger than RAM);
     - ``device``: on ``device``, copied there video by video (no whole-store host array).
     """
-    from pipeline import embcache
+    from fer_pipeline import embcache
 
     if data.preload == "device" and torch.device(device).type != "cpu":
         return _load_to_device(store, index, torch.device(device))
@@ -129,7 +129,7 @@ def load_checked(store: EmbeddingStore, index: StoreIndex, data: Stage2DataConfi
                  device: torch.device | str = "cpu") -> TemporalCache:
     """``load_cache``, then non-finite embeddings refused or masked (``data.bad_frames``); the
     heap memory the reading freed goes back to the system (``memory.trim``)."""
-    from pipeline import memory
+    from fer_pipeline import memory
 
     cache = store.check_finite(load_cache(store, index, data, device), data.bad_frames)
     memory.trim()

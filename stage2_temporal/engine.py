@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline import distributed
-from pipeline.checkpoint import resume_train_state, save_checkpoint, unwrap_model
-from pipeline.config import Config
-from pipeline.io import append_jsonl
-from pipeline.optim import adamw_warmup_cosine
-from pipeline.progress import progress
-from pipeline.training import NonFiniteLoss, autocast, checkpoint_meta, run_epoch, save_train_state
+from fer_pipeline import distributed
+from fer_pipeline.checkpoint import resume_train_state, save_checkpoint, unwrap_model
+from fer_pipeline.config import Config
+from fer_pipeline.io import append_jsonl
+from fer_pipeline.optim import adamw_warmup_cosine
+from fer_pipeline.progress import progress
+from fer_pipeline.training import NonFiniteLoss, autocast, checkpoint_meta, run_epoch, save_train_state
 
 __all__ = ["NonFiniteLoss", "build_model", "clip_loss", "eval_stride", "fit", "FitResult"]
 from stage2_temporal.augment import drop_frames, raw_span

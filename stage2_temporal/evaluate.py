@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import distributed, memory
-from pipeline.config import PostConfig
-from pipeline.labels import NUM_CLASSES
-from pipeline.metrics import F1Report, confusion
-from pipeline.postprocess import interpolate_no_face, smooth
+from fer_pipeline import distributed, memory
+from fer_pipeline.config import PostConfig
+from fer_pipeline.labels import NUM_CLASSES
+from fer_pipeline.metrics import F1Report, confusion
+from fer_pipeline.postprocess import interpolate_no_face, smooth
 from stage2_temporal.data import TemporalCache, gather_clips
 from stage2_temporal.heads import decide
 

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline import labels as L
-from pipeline.config import TemporalModelConfig
+from fer_pipeline import labels as L
+from fer_pipeline.config import TemporalModelConfig
 
 _TO_COARSE = torch.tensor(L.TO_COARSE)
 _TO_NEG = torch.tensor(L.TO_NEGATIVE)

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.config import VNAWConfig
-from pipeline.labels import NUM_CLASSES
-from pipeline.naw import naw_weight
+from fer_pipeline.config import VNAWConfig
+from fer_pipeline.labels import NUM_CLASSES
+from fer_pipeline.naw import naw_weight
 from stage2_temporal.heads import frame_ce, probs8
 
 

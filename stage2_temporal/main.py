@@ -5,7 +5,7 @@
     fer-pipeline stage2 kfold --store STORE --folds 3 --out DIR
     fer-pipeline stage2 ablate --store STORE --seeds 3 --out DIR
     fer-pipeline stage2 heads --store STORE --seeds 3 --out DIR
-    torchrun --nproc_per_node=8 -m pipeline stage2 train --store STORE --out RUN_DIR
+    torchrun --nproc_per_node=8 -m fer_pipeline stage2 train --store STORE --out RUN_DIR
     python -m stage2_temporal train --store STORE stage2.model.layers=2 stage2.naw.enabled=false
 
 The store is loaded into memory once; training never re-runs the image backbone.
@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from pipeline import distributed
-from pipeline.cliutil import (add_config_args, add_train_args, launch_ranks, launch_training,
+from fer_pipeline import distributed
+from fer_pipeline.cliutil import (add_config_args, add_train_args, launch_ranks, launch_training,
                               resolve_config, summary)
-from pipeline.errors import EXIT_OK, RunFailed, UsageError, os_error_line, output_failure
+from fer_pipeline.errors import EXIT_OK, RunFailed, UsageError, os_error_line, output_failure
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _report_lines(res) -> None:
 
 
 def _train_worker(args: argparse.Namespace) -> None:
-    from pipeline.training import NonFiniteLoss, kept_checkpoint
+    from fer_pipeline.training import NonFiniteLoss, kept_checkpoint
     from stage2_temporal.api import train
 
     cfg = resolve_config(args)
@@ -115,7 +115,7 @@ def train_command(args: argparse.Namespace) -> int:
 def eval_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline.outdir import check_output_dir
+    from fer_pipeline.outdir import check_output_dir
 
     if (Path(args.run) / "stage2.json").is_file():
         check_output_dir(args.run, "--run", 1 << 20, "evaluation")
@@ -138,7 +138,7 @@ def _eval_worker(args: argparse.Namespace) -> int:
 
 
 def kfold_command(args: argparse.Namespace) -> int:
-    from pipeline.metrics import to_markdown
+    from fer_pipeline.metrics import to_markdown
     from stage2_temporal.api import kfold
 
     cfg = resolve_config(args)
@@ -150,7 +150,7 @@ def kfold_command(args: argparse.Namespace) -> int:
 
 
 def ablate_command(args: argparse.Namespace) -> int:
-    from pipeline.metrics import to_markdown
+    from fer_pipeline.metrics import to_markdown
     from stage2_temporal.api import ablate
 
     cfg = resolve_config(args)
@@ -161,7 +161,7 @@ def ablate_command(args: argparse.Namespace) -> int:
 
 
 def heads_command(args: argparse.Namespace) -> int:
-    from pipeline.metrics import to_markdown
+    from fer_pipeline.metrics import to_markdown
     from stage2_temporal.api import HEADS_ROWS, compare_heads
 
     cfg = resolve_config(args)

@@ -12,8 +12,8 @@ import math
 import torch
 from torch import nn
 
-from pipeline.config import TemporalModelConfig, TokenAugConfig
-from pipeline.labels import COARSE_CLASSES, NEGATIVE_CLASSES
+from fer_pipeline.config import TemporalModelConfig, TokenAugConfig
+from fer_pipeline.labels import COARSE_CLASSES, NEGATIVE_CLASSES
 from stage2_temporal.augment import TokenAugment
 from stage2_temporal.heads import out_dim, probs8
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import distributed
-from pipeline.config import Config
-from pipeline.errors import UsageError
-from pipeline.io import atomic_write, read_jsonl, write_text
-from pipeline.labels import CLASSES
-from pipeline.metrics import F1Report, to_markdown
+from fer_pipeline import distributed
+from fer_pipeline.config import Config
+from fer_pipeline.errors import UsageError
+from fer_pipeline.io import atomic_write, read_jsonl, write_text
+from fer_pipeline.labels import CLASSES
+from fer_pipeline.metrics import F1Report, to_markdown
 from stage2_temporal.runs import TrainResult, evaluate_run, train
 
 

@@ -13,16 +13,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import distributed, memory
-from pipeline.checkpoint import load_checkpoint, load_train_state
-from pipeline.config import Config, load_config
-from pipeline.errors import UsageError
-from pipeline.io import atomic_write, read_jsonl, write_json, write_parquet, write_text
-from pipeline.labels import CLASSES
-from pipeline.metrics import F1Report, plot_confusion, to_markdown
-from pipeline.plots import plot_curves
-from pipeline.runs import init_run_dir, setup_rank
-from pipeline.store import EmbeddingStore
+from fer_pipeline import distributed, memory
+from fer_pipeline.checkpoint import load_checkpoint, load_train_state
+from fer_pipeline.config import Config, load_config
+from fer_pipeline.errors import UsageError
+from fer_pipeline.io import atomic_write, read_jsonl, write_json, write_parquet, write_text
+from fer_pipeline.labels import CLASSES
+from fer_pipeline.metrics import F1Report, plot_confusion, to_markdown
+from fer_pipeline.plots import plot_curves
+from fer_pipeline.runs import init_run_dir, setup_rank
+from fer_pipeline.store import EmbeddingStore
 from stage2_temporal.data import TemporalCache, load_checked
 from stage2_temporal.engine import build_model, eval_stride, fit
 from stage2_temporal.evaluate import EvalResult, evaluate
@@ -45,7 +45,7 @@ class TrainResult:
 
 def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool = False,
           allow_partial: bool = False) -> TrainResult:
-    memory.limit_arenas()           # before the store's reading threads start (pipeline.memory)
+    memory.limit_arenas()           # before the store's reading threads start (fer_pipeline.memory)
     dist, device = setup_rank(cfg)
     run_dir = Path(run_dir)
     if resume:
@@ -127,7 +127,7 @@ def evaluate_run(run_dir: str | Path, store_path: str | Path | None = None,
     epoch's weights (from ``train_state.pt``) instead of the kept checkpoint, into
     ``RUN_DIR/eval_last/``. ``cache``: embeddings already loaded from the store (training's),
     used instead of loading the store again when it holds the videos."""
-    memory.limit_arenas()           # before the store's reading threads start (pipeline.memory)
+    memory.limit_arenas()           # before the store's reading threads start (fer_pipeline.memory)
     run_dir = Path(run_dir)
     model, cfg, info, meta = load_run_model(run_dir)
     if weights == "last":

@@ -17,8 +17,8 @@ import re
 
 import numpy as np
 
-from pipeline.config import Config
-from pipeline.store import LoadedStore, StoreIndex
+from fer_pipeline.config import Config
+from fer_pipeline.store import LoadedStore, StoreIndex
 
 
 def raw_name(video: str) -> str:

@@ -32,7 +32,7 @@ def make_affwild2(root: Path, videos: dict[str, tuple[str, int]], *, seed: int =
     Labels come in runs of 20 frames; crops are grey squares whose drawn disc size encodes the
     label (so an encoder can learn it); every ``no_face_every``-th frame has no crop.
     """
-    from pipeline.media import VideoWriter
+    from fer_pipeline.media import VideoWriter
     from stage0_preprocess.annotations import write_expr_annotation
 
     rng = np.random.default_rng(seed)
@@ -62,7 +62,7 @@ def make_affwild2(root: Path, videos: dict[str, tuple[str, int]], *, seed: int =
 def make_store(path, n_train=6, n_val=3, dim=16, seed=0, absent=None, key="synthkey"):
     """An embedding store of ``n_train + n_val`` videos ``v00, v01, ...`` whose embeddings are
     class prototypes + noise, labels in runs of 10-40 frames, ~10% no-face rows, ~5% label -1."""
-    from pipeline.store import EmbeddingStore
+    from fer_pipeline.store import EmbeddingStore
 
     rng = np.random.default_rng(seed)
     protos = rng.standard_normal((8, dim)) * 2

@@ -28,8 +28,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from pipeline import distributed, embcache
-    from pipeline.store import EmbeddingStore
+    from fer_pipeline import distributed, embcache
+    from fer_pipeline.store import EmbeddingStore
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if "--tiny-shm" in sys.argv:                # a /dev/shm far too small for the copy

@@ -22,7 +22,7 @@ def probe(args: argparse.Namespace) -> None:
 
 
 def main(out: str) -> None:
-    from pipeline.cliutil import launch_training
+    from fer_pipeline.cliutil import launch_training
     from stage2_temporal.main import _RANK_MODULES
 
     args = argparse.Namespace(out=out, resume=False, overwrite=False, nproc=2)

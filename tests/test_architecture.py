@@ -1,6 +1,6 @@
 """The layers, enforced on the imports of every source file (README, Architecture):
 
-    core (pipeline/, outside pipeline/app)  <-  stages (stage0/1/2)  <-  app (pipeline/app), bench
+    core (fer_pipeline/, outside fer_pipeline/app)  <-  stages (stage0/1/2)  <-  app (fer_pipeline/app), bench
 
 - the core imports no stage and nothing from the app layer;
 - a stage imports the core and itself, never another stage nor the app;
@@ -51,7 +51,7 @@ def _layer(path: Path, root: Path = ROOT) -> str:
     rel = path.relative_to(root)
     if rel.parts[0] in STAGES:
         return rel.parts[0]
-    if rel.parts[0] == "pipeline":
+    if rel.parts[0] == "fer_pipeline":
         return "app" if (len(rel.parts) > 1 and rel.parts[1] == "app") or rel.name == "__main__.py" \
             else "core"
     return rel.parts[0]
@@ -65,14 +65,14 @@ def _door(stage: str) -> set[str]:
     raise AssertionError(f"{stage}/api.py has no __all__")
 
 
-SOURCES = _files("pipeline", *STAGES)
+SOURCES = _files("fer_pipeline", *STAGES)
 
 
 def test_core_imports_no_stage_and_no_app():
     bad = [f"{p.relative_to(ROOT)}:{line} imports {mod}"
            for p in SOURCES if _layer(p) == "core"
            for line, mod, _ in _imports(p)
-           if _top(mod) in STAGES or mod.startswith("pipeline.app")]
+           if _top(mod) in STAGES or mod.startswith("fer_pipeline.app")]
     assert not bad, "the core must not import stages or the app:\n" + "\n".join(bad)
 
 
@@ -83,7 +83,7 @@ def stage_violations(sources: list[Path], root: Path = ROOT) -> list[str]:
         if layer not in STAGES:
             continue
         for line, mod, _ in _imports(p, root):
-            if (_top(mod) in STAGES and _top(mod) != layer) or mod.startswith("pipeline.app"):
+            if (_top(mod) in STAGES and _top(mod) != layer) or mod.startswith("fer_pipeline.app"):
                 bad.append(f"{p.relative_to(root)}:{line} imports {mod}")
     return bad
 
@@ -152,5 +152,5 @@ def test_the_rules_catch_a_violation(tmp_path):
     fake.write_text("import torch\n\n\ndef f():\n    from stage1_image_encoder.model import embed\n")
     assert stage_violations([fake], tmp_path) == [
         "stage2_temporal/engine.py:5 imports stage1_image_encoder.model"]
-    fake.write_text("from .data import x\nfrom pipeline.app.cli import main\n")
-    assert stage_violations([fake], tmp_path) == ["stage2_temporal/engine.py:2 imports pipeline.app.cli"]
+    fake.write_text("from .data import x\nfrom fer_pipeline.app.cli import main\n")
+    assert stage_violations([fake], tmp_path) == ["stage2_temporal/engine.py:2 imports fer_pipeline.app.cli"]

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import distributed
-from pipeline.balance import affwild2_like_lengths, balanced_parts, imbalance
+from fer_pipeline import distributed
+from fer_pipeline.balance import affwild2_like_lengths, balanced_parts, imbalance
 
 
 def test_parts_are_disjoint_covering_and_deterministic():

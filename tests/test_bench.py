@@ -13,7 +13,7 @@ import pytest
 
 from bench import record, run_all
 from bench.scale_store import generate, run_measured
-from pipeline.store import EmbeddingStore
+from fer_pipeline.store import EmbeddingStore
 from tests.conftest import ROOT
 
 

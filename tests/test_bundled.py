@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import load_config
-from pipeline.errors import UsageError
+from fer_pipeline.config import load_config
+from fer_pipeline.errors import UsageError
 from tests.conftest import SHARED
 
 FERPLUS = SHARED / "data" / "ferplus"
@@ -28,7 +28,7 @@ SMILES = {"d19": [*range(160, 177), *range(198, 217), *range(232, 251)],
 
 
 def cli(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "fer_pipeline", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -100,7 +100,7 @@ def test_stage1_eval_on_real_ferplus_faces(tmp_path):
 @pytest.mark.skipif(not VIDEOS.is_dir(), reason="../shared/assets/videos not found")
 def test_predict_without_a_run_reads_smiles_as_happiness(tmp_path):
     """A fresh install's first command: ``fer-pipeline predict VIDEO`` with no run at all."""
-    from pipeline.labels import CLASSES
+    from fer_pipeline.labels import CLASSES
 
     out = tmp_path / "pred"
     r = cli("predict", VIDEOS / "d19.mp4", VIDEOS / "face_noface.mov", "--out", out)
@@ -119,7 +119,7 @@ def test_predict_without_a_run_reads_smiles_as_happiness(tmp_path):
         assert [int(x.split(",")[1]) for x in sub[1:]] == df.smoothed_label.tolist()
         assert (out / f"{video}_timeline.png").is_file()
     # the same frames through the Python API
-    from pipeline.app.commands.predict import Predictor
+    from fer_pipeline.app.commands.predict import Predictor
 
     api = Predictor.default().predict_video(VIDEOS / "face_noface.mov")
     cli_df = pd.read_csv(out / "face_noface.csv")

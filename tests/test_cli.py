@@ -11,14 +11,14 @@ from importlib import metadata
 
 import pytest
 
-from pipeline.app.cli import build_parser
-from pipeline.media import VIDEO_EXTENSIONS
+from fer_pipeline.app.cli import build_parser
+from fer_pipeline.media import VIDEO_EXTENSIONS
 
 HEAVY = ("torch", "timm", "cv2", "insightface", "pandas", "zarr", "matplotlib")
 
 
 def cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "fer_pipeline", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -44,7 +44,7 @@ def test_version_prints_the_package_version():
                                   ["stage1", "embed", "--help"], ["inspect", "--help"],
                                   ["report", "--help"], ["demo", "--help"]])
 def test_help_imports_no_heavy_library(argv):
-    code = ("import json, sys\nfrom pipeline.app.cli import main\n"
+    code = ("import json, sys\nfrom fer_pipeline.app.cli import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit as e:\n    code = e.code\n"
             f"print(json.dumps([code, sorted(m for m in {HEAVY!r} if m in sys.modules)]))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

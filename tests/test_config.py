@@ -5,7 +5,7 @@ import sys
 import pytest
 import yaml
 
-from pipeline.config import DEFAULT_CONFIG, Config, ConfigError, all_keys, load_config
+from fer_pipeline.config import DEFAULT_CONFIG, Config, ConfigError, all_keys, load_config
 
 
 def test_pipeline_yaml_equals_schema_defaults():
@@ -102,7 +102,7 @@ def test_cross_field_validation():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "fer_pipeline", *args], capture_output=True, text=True)
 
 
 def test_cli_config_show_and_exit_code_2():
@@ -119,7 +119,7 @@ def test_cli_config_show_and_exit_code_2():
 
 
 def test_overrides_are_taken_from_anywhere_after_the_subcommand():
-    from pipeline.cliutil import split_overrides
+    from fer_pipeline.cliutil import split_overrides
 
     rest, ov = split_overrides(["predict", "v.mp4", "--run", "R", "stage2.post.smooth_window=5",
                                 "--out", "o", "seed=3"])
@@ -135,11 +135,11 @@ def test_overrides_after_options_reach_the_command(tmp_path):
     from tests.conftest import make_store
 
     store = make_store(tmp_path / "store")
-    r = subprocess.run([sys.executable, "-m", "pipeline", "inspect", str(store), "--k", "3",
+    r = subprocess.run([sys.executable, "-m", "fer_pipeline", "inspect", str(store), "--k", "3",
                         "log_level=WARNING", "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert " INFO " not in r.stderr                      # the override took effect
-    bad = subprocess.run([sys.executable, "-m", "pipeline", "inspect", str(store), "--k", "3",
+    bad = subprocess.run([sys.executable, "-m", "fer_pipeline", "inspect", str(store), "--k", "3",
                           "stage9.x=1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown config key 'stage9'" in bad.stderr

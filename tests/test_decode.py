@@ -4,8 +4,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from pipeline.errors import InputError
-from pipeline.media import VideoWriter, ffmpeg_exe, probe_video
+from fer_pipeline.errors import InputError
+from fer_pipeline.media import VideoWriter, ffmpeg_exe, probe_video
 from stage0_preprocess.decode import iter_frames
 
 

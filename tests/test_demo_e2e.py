@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.labels import CLASSES
-from pipeline.manifest import read_manifest
-from pipeline.store import EmbeddingStore
+from fer_pipeline.labels import CLASSES
+from fer_pipeline.manifest import read_manifest
+from fer_pipeline.store import EmbeddingStore
 from stage0_preprocess.annotations import parse_expr_annotation
 
 SMALL = ["synth.n_videos=4", "synth.n_val=2", "synth.duration_s=[8,10]",
@@ -20,7 +20,7 @@ SMALL = ["synth.n_videos=4", "synth.n_val=2", "synth.duration_s=[8,10]",
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(out), "--folds",
+    proc = subprocess.run([sys.executable, "-m", "fer_pipeline", "demo", "--out", str(out), "--folds",
                            "2", *SMALL], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
@@ -85,7 +85,7 @@ def test_demo_end_to_end(tmp_path):
     assert (smiles.smoothed_label_name == "Happiness").mean() > 0.8
 
     # a second run reuses the data, the manifest's crops and the complete store entries
-    again = subprocess.run([sys.executable, "-m", "pipeline", "demo", "--out", str(out), "--folds",
+    again = subprocess.run([sys.executable, "-m", "fer_pipeline", "demo", "--out", str(out), "--folds",
                             "0", *SMALL],
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import DetectorConfig
-from pipeline.errors import UsageError
+from fer_pipeline.config import DetectorConfig
+from fer_pipeline.errors import UsageError
 from stage0_preprocess import detectors as D
 from stage0_preprocess.detectors import Detections, build_detector
 from stage0_preprocess.detectors import weights as W

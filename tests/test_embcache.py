@@ -1,4 +1,4 @@
-"""Consolidated copies of a store (pipeline/embcache.py): the file format, the persistent mmap
+"""Consolidated copies of a store (fer_pipeline/embcache.py): the file format, the persistent mmap
 cache (written once, reused, rebuilt when the store changed), one shared copy per node for the
 local DDP ranks, and the /dev/shm-too-small fallback; train/val are index views, not copies."""
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import embcache
-from pipeline.distributed import free_port
-from pipeline.store import EmbeddingStore
+from fer_pipeline import embcache
+from fer_pipeline.distributed import free_port
+from fer_pipeline.store import EmbeddingStore
 from stage2_temporal.data import TemporalCache, gather_clips
 from tests.conftest import ROOT, make_store
 
@@ -44,7 +44,7 @@ def test_consolidated_copy_maps_exactly_the_store(tmp_path):
 def test_disk_cache_is_written_once_reused_and_rebuilt_when_the_store_changes(tmp_path, caplog):
     store = EmbeddingStore.open(make_store(tmp_path / "store"))
     cache_dir = tmp_path / "cache"
-    caplog.set_level(logging.INFO, logger="pipeline.embcache")
+    caplog.set_level(logging.INFO, logger="fer_pipeline.embcache")
     first = embcache.disk_cache(store, cache_dir)
     (built,) = [p for p in cache_dir.iterdir()]
     assert built.name.startswith("synthkey-") and "writing the consolidated cache" in caplog.text
@@ -68,9 +68,9 @@ def test_disk_cache_is_written_once_reused_and_rebuilt_when_the_store_changes(tm
 
 
 def test_nonfinite_rows_are_found_while_copying_and_not_scanned_again(tmp_path, monkeypatch):
-    from pipeline import store as store_mod
-    from pipeline.config import load_config
-    from pipeline.errors import UsageError
+    from fer_pipeline import store as store_mod
+    from fer_pipeline.config import load_config
+    from fer_pipeline.errors import UsageError
     from stage2_temporal.data import load_checked
 
     store = EmbeddingStore.open(make_store(tmp_path / "store"))
@@ -133,7 +133,7 @@ def test_splits_are_index_views_of_one_array(tmp_path):
 
 
 def test_device_preload_copies_video_by_video(tmp_path):
-    from pipeline.config import load_config
+    from fer_pipeline.config import load_config
     from stage2_temporal.data import _load_to_device, load_cache
 
     store = EmbeddingStore.open(make_store(tmp_path / "store"))
@@ -191,8 +191,8 @@ def test_shm_too_small_says_the_size_needed_and_each_rank_loads_its_own(tmp_path
 def test_a_video_rewritten_while_copying_is_an_error_not_a_torn_copy(tmp_path, monkeypatch):
     """The copy reads the store in blocks of ``READ_ROWS`` rows; a video whose length changed
     after the index was taken stops it with a UsageError naming the video, and no copy is left."""
-    from pipeline import store as store_mod
-    from pipeline.errors import UsageError
+    from fer_pipeline import store as store_mod
+    from fer_pipeline.errors import UsageError
 
     monkeypatch.setattr(store_mod, "READ_ROWS", 16)          # several blocks per video
     store = EmbeddingStore.open(make_store(tmp_path / "store"))

@@ -26,9 +26,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.app.cli import main as cli_main
-from pipeline.errors import UsageError
-from pipeline.store import EmbeddingStore
+from fer_pipeline.app.cli import main as cli_main
+from fer_pipeline.errors import UsageError
+from fer_pipeline.store import EmbeddingStore
 from tests.conftest import CPU_RANKS, TINY_SWIN, make_store
 
 FAULT_SEED = int(os.environ.get("FER_FAULT_SEED", "15"))
@@ -51,7 +51,7 @@ def run_inproc(*argv, capsys=None) -> tuple[int, str, str]:
 
 
 def run_cli(*argv, timeout=600, launcher=None, env=None) -> subprocess.CompletedProcess:
-    cmd = (launcher or [sys.executable, "-m"]) + ["pipeline", *map(str, argv)]
+    cmd = (launcher or [sys.executable, "-m"]) + ["fer_pipeline", *map(str, argv)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
@@ -79,7 +79,7 @@ class _Payload:
 
 
 def test_defect5_pickled_train_state_is_one_line_and_never_suggests_unsafe_loading(tmp_path):
-    from pipeline.checkpoint import load_train_state, resume_train_state
+    from fer_pipeline.checkpoint import load_train_state, resume_train_state
 
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters())
@@ -119,7 +119,7 @@ def test_defect5_resume_from_a_pickled_train_state_through_the_cli(tmp_path, cap
 
 
 def _fake_stage1_run(path: Path, checkpoint: bytes) -> Path:
-    from pipeline.config import load_config
+    from fer_pipeline.config import load_config
 
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(load_config(overrides=TINY_SWIN).to_yaml())
@@ -128,13 +128,13 @@ def _fake_stage1_run(path: Path, checkpoint: bytes) -> Path:
 
 
 def _tiny_manifest(path: Path) -> Path:
-    from pipeline.manifest import empty_rows, write_manifest
+    from fer_pipeline.manifest import empty_rows, write_manifest
 
     return write_manifest(path, [empty_rows("v", 3, "train", np.arange(3) / 25)])
 
 
 def test_defect5_a_checkpoint_that_is_not_safetensors_is_one_line(tmp_path, capsys):
-    from pipeline.config import load_config
+    from fer_pipeline.config import load_config
     from stage1_image_encoder.model import build_encoder, load_weights
 
     model = build_encoder(load_config(overrides=TINY_SWIN).stage1.model)
@@ -288,7 +288,7 @@ def test_defect4_bad_output_locations_are_one_line_and_exit_2(tmp_path, capsys, 
 
 def test_a_truncated_mp4_without_its_index_says_so(tmp_path, capsys):
     """Also fix: a truncated mp4 whose moov atom (at the end) is gone was 'not a readable video'."""
-    from pipeline.media import ffmpeg_exe
+    from fer_pipeline.media import ffmpeg_exe
 
     full = tmp_path / "full.mp4"
     subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10",
@@ -311,7 +311,7 @@ SYNTH = ["synth.n_videos=3", "synth.n_val=1", "synth.duration_s=[1.5,2]",
          "synth.stills_train_per_class=1", "synth.stills_test_per_class=1"]
 S0 = ["stage0.detector.name=yunet", "stage0.detector.input_size=320"]
 EMB = [*TINY_SWIN, "stage1.model.img_size=56", "stage1.embed.batch_size=8", *CPU_RANKS]
-PY = [sys.executable, "-m", "pipeline"]
+PY = [sys.executable, "-m", "fer_pipeline"]
 
 
 def _main(*argv) -> int:
@@ -517,7 +517,7 @@ def test_sigkill_embed_with_two_ranks_then_rerun(demo, tmp_path):
 def test_sigkill_stage2_then_resume_ends_with_the_uninterrupted_weights(demo, tmp_path):
     from safetensors.torch import load_file
 
-    from pipeline.checkpoint import load_train_state
+    from fer_pipeline.checkpoint import load_train_state
 
     rng = demo["rng"]
     epochs, delay = int(rng.integers(1, 4)), float(rng.uniform(0.0, 0.5))
@@ -555,7 +555,7 @@ def test_full_disk_during_embed(demo, tmp_path, monkeypatch, capsys):
     not marked complete, and once there is room a re-run completes the store."""
     rng = demo["rng"]
     if _userns():
-        from pipeline.manifest import read_manifest
+        from fer_pipeline.manifest import read_manifest
 
         need = int(read_manifest(demo["manifest"]).groupby("video").size().max()) * 64 * 2 + (64 << 10)
         total = _tmpfs_bytes(demo["store"])
@@ -648,9 +648,9 @@ def test_full_disk_while_stage2_saves_then_resume(demo, tmp_path, monkeypatch, c
     if which == "train_state.pt":
         monkeypatch.setattr(_P, "write_bytes", write_bytes)
     else:
-        import pipeline.checkpoint
+        import fer_pipeline.checkpoint
 
-        monkeypatch.setattr(pipeline.checkpoint, "save_file", save_file)
+        monkeypatch.setattr(fer_pipeline.checkpoint, "save_file", save_file)
     rc, _, err = run_inproc("stage2", "train", "--store", demo["store"], "--out", run, *SMALL_S2,
                             "stage2.train.epochs=4", capsys=capsys)
     monkeypatch.undo()
@@ -671,7 +671,7 @@ def test_full_disk_while_stage2_saves_then_resume(demo, tmp_path, monkeypatch, c
 
 _READ_ONLY = r'''
 import contextlib, io, json, sys
-from pipeline.app.cli import main
+from fer_pipeline.app.cli import main
 import logging
 for argv in json.loads(sys.argv[1]):
     err = io.StringIO()
@@ -766,8 +766,8 @@ def test_more_local_ranks_than_gpus_is_one_line_naming_both(monkeypatch):
     error: invalid device ordinal"); with device=cpu the same ranks use gloo and no GPU."""
     import torch
 
-    from pipeline import distributed
-    from pipeline.errors import ConfigError
+    from fer_pipeline import distributed
+    from fer_pipeline.errors import ConfigError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.app.cli import main
-from pipeline.app.commands.inspect import PAD, PROJECTION_DPI, PROJECTION_SIZE_IN, TILE, strip_size
-from pipeline.labels import CLASSES
-from pipeline.manifest import empty_rows, write_manifest
-from pipeline.store import EmbeddingStore
+from fer_pipeline.app.cli import main
+from fer_pipeline.app.commands.inspect import PAD, PROJECTION_DPI, PROJECTION_SIZE_IN, TILE, strip_size
+from fer_pipeline.labels import CLASSES
+from fer_pipeline.manifest import empty_rows, write_manifest
+from fer_pipeline.store import EmbeddingStore
 from tests.conftest import make_store
 
 CROP_BGR = {"v00": (0, 0, 230), "dups": (0, 230, 0)}     # v00 crops red, dups crops green
@@ -263,13 +263,13 @@ def test_projection_png_and_csv(art, tmp_path, capsys):
 
 
 def test_projection_colours_are_the_project_class_colours(art, tmp_path, monkeypatch):
-    """Each class is drawn in its colour of ``pipeline.plots.CLASS_COLOR`` (the timelines' and F1
+    """Each class is drawn in its colour of ``fer_pipeline.plots.CLASS_COLOR`` (the timelines' and F1
     bars' colours), unlabelled frames in ``UNLABELLED_COLOR``: recorded from the scatter calls
     the command makes."""
     from matplotlib.axes import Axes
     from matplotlib.colors import to_rgb
 
-    from pipeline.plots import CLASS_COLOR, UNLABELLED_COLOR
+    from fer_pipeline.plots import CLASS_COLOR, UNLABELLED_COLOR
 
     drawn = {}
     scatter = Axes.scatter
@@ -330,7 +330,7 @@ def test_bad_input_is_one_line_and_exit_2(art, tmp_path, capsys, argv, message):
 
 
 def test_console_run_prints_the_summary(art, tmp_path):
-    cmd = [sys.executable, "-m", "pipeline", "inspect", str(art["store"]),
+    cmd = [sys.executable, "-m", "fer_pipeline", "inspect", str(art["store"]),
            "--neighbours", "dups:2", "--k", "3", "--out", str(tmp_path)]
     ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr[-2000:]

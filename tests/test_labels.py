@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline import labels as L
+from fer_pipeline import labels as L
 
 
 def test_affwild2_order_and_header():

@@ -6,7 +6,7 @@ from tests.conftest import make_store
 
 
 def test_probe_separates_prototypes_and_not_noise(tmp_path):
-    from pipeline.store import EmbeddingStore
+    from fer_pipeline.store import EmbeddingStore
 
     path = make_store(tmp_path / "s", dim=16)
     res = probe(str(path), steps=300)

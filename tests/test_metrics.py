@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.metrics import F1Report, confusion, plot_confusion
+from fer_pipeline.metrics import F1Report, confusion, plot_confusion
 
 
 def test_confusion_skips_ignored_frames():

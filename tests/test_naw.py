@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.naw import curriculum, kernel_cov, naw_inputs, naw_weight
+from fer_pipeline.naw import curriculum, kernel_cov, naw_inputs, naw_weight
 
 
 def test_covariance_constants_match_spec():
@@ -70,7 +70,7 @@ def test_shape_check():
 def test_vnaw_weight_gradient_switch():
     """weight_grad=False: same loss value, but the weight is a constant per clip, so the
     gradient is exactly that of (1 + w) * CE with w frozen."""
-    from pipeline.config import VNAWConfig
+    from fer_pipeline.config import VNAWConfig
     from stage2_temporal.losses import vnaw_loss
 
     torch.manual_seed(1)

@@ -5,8 +5,8 @@ import pytest
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from pipeline.labels import CLASSES, NUM_CLASSES
-from pipeline.plots import CLASS_COLOR, CLASS_COLORS, plot_curves, plot_f1_bars, plot_timeline
+from fer_pipeline.labels import CLASSES, NUM_CLASSES
+from fer_pipeline.plots import CLASS_COLOR, CLASS_COLORS, plot_curves, plot_f1_bars, plot_timeline
 
 
 def _probs(T, seed=0):

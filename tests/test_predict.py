@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.labels import CLASSES
+from fer_pipeline.labels import CLASSES
 from tests.conftest import SHARED, TINY_SWIN, make_store
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ SMALL_S2 = ["stage2.model.d_model=32", "stage2.model.ff=64", "stage2.model.heads
 
 
 def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "fer_pipeline", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -29,8 +29,8 @@ def _encoder_run(path, overrides):
     """A stage-1 run dir as `stage1 train` leaves it: resolved config + safetensors weights."""
     import torch
 
-    from pipeline.checkpoint import save_checkpoint
-    from pipeline.config import load_config
+    from fer_pipeline.checkpoint import save_checkpoint
+    from fer_pipeline.config import load_config
     from stage1_image_encoder.model import build_encoder, encoder_key
 
     cfg = load_config(overrides=overrides)
@@ -46,9 +46,9 @@ def _encoder_run(path, overrides):
 def setup(tmp_path_factory):
     """A stage-2 run trained on a store of the encoder's key that records its stage-1 run, and
     three inputs: a short real face clip, a face-free clip, a text file named .mp4."""
-    from pipeline.store import EmbeddingStore
+    from fer_pipeline.store import EmbeddingStore
     from stage0_preprocess.decode import iter_frames
-    from pipeline.media import VideoWriter
+    from fer_pipeline.media import VideoWriter
 
     if not SAMPLE.is_file():
         pytest.skip(f"{SAMPLE} not available")
@@ -121,7 +121,7 @@ def test_video_without_faces_gives_flagged_rows_and_a_warning(predicted):
 
 
 def test_api_matches_the_command(setup, predicted):
-    from pipeline.app.commands.predict import Predictor
+    from fer_pipeline.app.commands.predict import Predictor
 
     _, out = predicted
     df = Predictor.from_run(setup / "run").predict_video(setup / "in" / "face.mp4")

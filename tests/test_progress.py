@@ -1,4 +1,4 @@
-"""Progress bars (``pipeline.progress``) and logging around them (``cliutil.setup_logging``):
+"""Progress bars (``fer_pipeline.progress``) and logging around them (``cliutil.setup_logging``):
 the count advances per epoch, a log record never starts in the middle of a bar's line, and
 outside a terminal a bar prints whole lines, at most one per ``FER_PROGRESS_INTERVAL``."""
 from __future__ import annotations
@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from pipeline.cliutil import setup_logging
-from pipeline.progress import progress
+from fer_pipeline.cliutil import setup_logging
+from fer_pipeline.progress import progress
 from tests.conftest import make_store
 from tests.test_stage2_train import SMALL
 
@@ -42,7 +42,7 @@ def test_stage2_train_bar_advances_per_epoch_in_a_log(tmp_path):
     store = make_store(tmp_path / "store")
     env = {k: v for k, v in os.environ.items() if k != "FER_NO_PROGRESS"}
     env["FER_PROGRESS_INTERVAL"] = "0"
-    r = subprocess.run([sys.executable, "-m", "pipeline", "stage2", "train", "--store", str(store),
+    r = subprocess.run([sys.executable, "-m", "fer_pipeline", "stage2", "train", "--store", str(store),
                         "--out", str(tmp_path / "run"), *SMALL],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

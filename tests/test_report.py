@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.app.cli import main
-from pipeline.io import append_jsonl, write_json, write_text
-from pipeline.metrics import F1Report
+from fer_pipeline.app.cli import main
+from fer_pipeline.io import append_jsonl, write_json, write_text
+from fer_pipeline.metrics import F1Report
 from stage2_temporal.protocols import f1_row
 from tests.conftest import make_store
 from tests.test_stage2_train import SMALL
@@ -198,7 +198,7 @@ def test_stage1_run_gets_config_curves_and_result(tmp_path, capsys):
 
 def test_a_dir_that_is_not_a_run_exits_2_with_one_line(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    r = subprocess.run([sys.executable, "-m", "pipeline", "report", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "fer_pipeline", "report", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [

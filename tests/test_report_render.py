@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.app.cli import main
+from fer_pipeline.app.cli import main
 from tests.conftest import make_store
 from tests.test_stage2_train import SMALL
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.distributed import free_port
-from pipeline.store import EmbeddingStore
+from fer_pipeline.distributed import free_port
+from fer_pipeline.store import EmbeddingStore
 from tests.conftest import ROOT, TINY_SWIN, make_store
 
 SLURM = ROOT / "scripts" / "slurm"
@@ -117,7 +117,7 @@ def test_submit_from_a_later_step_and_bad_steps(tmp_path):
 # ------------------------------------------------------------------------------ the jobs
 @pytest.mark.slow
 def test_stage0_array_tasks_then_merge(tmp_path, shared_assets):
-    from pipeline.media import VideoWriter
+    from fer_pipeline.media import VideoWriter
     from stage0_preprocess.decode import iter_frames
 
     frames = [f.image for f, _ in zip(iter_frames(shared_assets / "videos" / "d0.mp4"), range(12))]
@@ -145,7 +145,7 @@ def test_stage0_array_tasks_then_merge(tmp_path, shared_assets):
 
 @pytest.mark.slow
 def test_stage1_embed_script_runs_its_torchrun_line_with_two_ranks(affwild2_tree, tmp_path):
-    from pipeline.config import load_config
+    from fer_pipeline.config import load_config
     from stage0_preprocess import ingest_affwild2 as run_ingest
 
     _, manifest = run_ingest(affwild2_tree, tmp_path / "s0", load_config())
@@ -193,7 +193,7 @@ def test_stage2_script_trains_with_two_ranks_inside_a_slurm_allocation(tmp_path)
     assert {"--nodes=1", "--ntasks=1", "--ntasks-per-node=1", "--cpus-per-task=2"} <= set(srun)
     # ranks per node from the GPUs Slurm gave the node; rendezvous on its first host
     assert (f"--nnodes=1 --nproc_per_node=2 --rdzv_backend=c10d --rdzv_endpoint=localhost:{port} "
-            f"--rdzv_id=4242 -m pipeline stage2 train --store {store} --out {run}") in r.stderr
+            f"--rdzv_id=4242 -m fer_pipeline stage2 train --store {store} --out {run}") in r.stderr
     assert "on 2 ranks" in r.stderr
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in rows] == [0]

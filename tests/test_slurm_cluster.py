@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.distributed import free_port
-from pipeline.store import EmbeddingStore
+from fer_pipeline.distributed import free_port
+from fer_pipeline.store import EmbeddingStore
 from tests.conftest import ROOT, TINY_SWIN, TORCHRUN
 
 pytestmark = pytest.mark.slow
@@ -133,7 +133,7 @@ def cluster(tmp_path_factory):
 
 def affwild2_tree(root: Path) -> Path:
     """Two real-face clips in the Aff-Wild2 layout: one training, one validation video."""
-    from pipeline.media import VideoWriter
+    from fer_pipeline.media import VideoWriter
     from stage0_preprocess.annotations import write_expr_annotation
     from stage0_preprocess.decode import iter_frames
 
@@ -201,7 +201,7 @@ def test_submit_sh_chain_on_a_real_slurm_matches_the_direct_commands(cluster, tm
 
     # the same steps as direct commands, one process each (training: 2 ranks, as on Slurm)
     def direct(*args, launcher=(sys.executable, "-m")):
-        p = subprocess.run([*launcher, "pipeline", *map(str, args), *OVERRIDES], capture_output=True,
+        p = subprocess.run([*launcher, "fer_pipeline", *map(str, args), *OVERRIDES], capture_output=True,
                            text=True, timeout=900, env={**os.environ, "FER_NO_PROGRESS": "1"})
         assert p.returncode == 0, p.stderr[-3000:]
 

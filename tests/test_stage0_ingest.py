@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_config
-from pipeline.errors import InputError
-from pipeline.manifest import COLUMNS, read_manifest
+from fer_pipeline.config import load_config
+from fer_pipeline.errors import InputError
+from fer_pipeline.manifest import COLUMNS, read_manifest
 from stage0_preprocess.annotations import parse_expr_annotation, write_expr_annotation
 from stage0_preprocess import ingest_affwild2 as run_ingest
 from tests.conftest import make_affwild2
@@ -80,7 +80,7 @@ def test_count_mismatch_and_bad_label_fail_only_that_video(affwild2_tree, tmp_pa
     body[5] = "9"
     (ann / "Validation_Set/vid_d.txt").write_text("\n".join(body) + "\n")
     out = tmp_path / "s0"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "stage0", "ingest", "--affwild2",
+    proc = subprocess.run([sys.executable, "-m", "fer_pipeline", "stage0", "ingest", "--affwild2",
                            str(affwild2_tree), "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr
     assert "vid_b.txt: 91 frame labels but video vid_b.mp4 has 90 frames" in proc.stderr
@@ -104,7 +104,7 @@ def test_crops_beyond_annotation_without_video(tmp_path):
 
 
 def test_missing_root_is_usage_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "stage0", "ingest", "--affwild2",
+    proc = subprocess.run([sys.executable, "-m", "fer_pipeline", "stage0", "ingest", "--affwild2",
                            str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True)
     assert proc.returncode == 2
@@ -116,7 +116,7 @@ def test_rerun_keeps_previous_outputs_intact_on_usage_error(affwild2_tree, tmp_p
     out = tmp_path / "s0"
     run_ingest(affwild2_tree, out, load_config())
     before = (out / "manifest.parquet").read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "stage0", "ingest", "--affwild2",
+    proc = subprocess.run([sys.executable, "-m", "fer_pipeline", "stage0", "ingest", "--affwild2",
                            str(affwild2_tree), "--out", str(out), "stage0.parallel.jobz=2"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "did you mean 'stage0.parallel.jobs'" in proc.stderr

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.media import VideoWriter
-from pipeline.manifest import COLUMNS, read_manifest
+from fer_pipeline.media import VideoWriter
+from fer_pipeline.manifest import COLUMNS, read_manifest
 from stage0_preprocess.annotations import write_expr_annotation
 from stage0_preprocess.decode import iter_frames
-from pipeline.config import TrackConfig
+from fer_pipeline.config import TrackConfig
 from stage0_preprocess.track import box_iou, cut_score, plausible_faces, thumbnail
 from tests.conftest import SHARED
 
@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow,
 
 
 def stage0(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "pipeline", "stage0", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "fer_pipeline", "stage0", *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -249,7 +249,7 @@ def test_bad_inputs_are_reported_and_the_rest_finishes(tmp_path):
 
 def test_sigkill_then_rerun_gives_identical_outputs(tmp_path, serial_pair):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "pipeline", "stage0", "run", "--videos", *map(str, PAIR),
+    cmd = [sys.executable, "-m", "fer_pipeline", "stage0", "run", "--videos", *map(str, PAIR),
            "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pipeline.config import AlignConfig, ConfigError, TrackConfig, load_config
+from fer_pipeline.config import AlignConfig, ConfigError, TrackConfig, load_config
 from stage0_preprocess.align import crop_face, margin_crop
 from stage0_preprocess.decode import iter_frames
 from stage0_preprocess.track import MainFaceTracker, box_iou, plausible_faces
@@ -170,7 +170,7 @@ def test_margin_crop_is_centred_and_square():
 
 
 def test_decode_exact_frames_and_timestamps(shared_assets):
-    from pipeline.media import probe_video
+    from fer_pipeline.media import probe_video
 
     path = shared_assets / "videos" / "short_hamilton_clip.mp4"
     frames = [(f.index, f.time_s, f.image.shape) for f in iter_frames(path)]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import labels as L
-from pipeline.config import AugmentConfig, DataSource, EncoderModelConfig
-from pipeline.errors import UsageError
+from fer_pipeline import labels as L
+from fer_pipeline.config import AugmentConfig, DataSource, EncoderModelConfig
+from fer_pipeline.errors import UsageError
 from stage1_image_encoder import sources as D
 from stage1_image_encoder.loading import LabelledImages, crop_box
 from tests.test_stage1_pretrain import make_rafdb

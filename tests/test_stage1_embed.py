@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_config
-from pipeline.errors import UsageError
-from pipeline.manifest import read_manifest
-from pipeline.store import EmbeddingStore, StoreKeyError
+from fer_pipeline.config import load_config
+from fer_pipeline.errors import UsageError
+from fer_pipeline.manifest import read_manifest
+from fer_pipeline.store import EmbeddingStore, StoreKeyError
 from stage0_preprocess import ingest_affwild2 as run_ingest
 from stage1_image_encoder import embed_manifest as run_embed, load_encoder as encoder_from
 from stage1_image_encoder.model import build_encoder, embed, encoder_key
@@ -84,7 +84,7 @@ def test_stored_embeddings_are_the_encoder_on_each_crop(ingested, tmp_path):
     written at several lengths."""
     from stage1_image_encoder.loading import BatchNormalizer, crop_tensor, read_image
 
-    from pipeline.runs import resolve_device
+    from fer_pipeline.runs import resolve_device
     from stage1_image_encoder.model import for_inference
 
     cfg = load_config(overrides=TINY_SWIN + ["stage1.embed.batch_size=5"])
@@ -253,7 +253,7 @@ def _cli(*args, timeout=600, launcher=None):
     import subprocess
     import sys
 
-    cmd = (launcher or [sys.executable, "-m"]) + ["pipeline", *map(str, args)]
+    cmd = (launcher or [sys.executable, "-m"]) + ["fer_pipeline", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -319,7 +319,7 @@ def test_sigkill_during_embedding_then_rerun_gives_the_same_arrays(ingested, tmp
     assert _cli("stage1", "embed", "--manifest", ingested, "--store", ref, *TINY_SWIN,
                 "stage1.embed.batch_size=8").returncode == 0
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "stage1", "embed", "--manifest",
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipeline", "stage1", "embed", "--manifest",
                              str(ingested), "--store", str(out), *TINY_SWIN,
                              "stage1.embed.batch_size=8"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -423,7 +423,7 @@ def test_auto_workers_read_on_a_thread_on_a_cpu_and_an_int_or_auto_is_all_it_tak
     """``stage1.embed.workers: auto`` (the default) embeds without worker processes on a CPU, with
     the same rows as 2 workers; the key takes a count >= 0 or auto, nothing else."""
     from bench.stage1 import make_manifest
-    from pipeline.errors import ConfigError
+    from fer_pipeline.errors import ConfigError
     from stage1_image_encoder import embed as embed_mod
     from stage1_image_encoder.embed import embed_manifest
 

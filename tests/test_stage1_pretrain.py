@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import labels as L
-from pipeline.config import DataSource, NLAConfig, load_config
-from pipeline.errors import UsageError
+from fer_pipeline import labels as L
+from fer_pipeline.config import DataSource, NLAConfig, load_config
+from fer_pipeline.errors import UsageError
 from stage1_image_encoder.sources import build_image_sets, folder, rafdb
 from stage1_image_encoder.losses import nla_loss
 from tests.conftest import CPU_RANKS, TINY_SWIN
@@ -80,7 +80,7 @@ def test_nla_loss_forms():
     torch.testing.assert_close(ce_only, ref)
     assert float(w0) == 0.0
     loss, w_mean = nla_loss(logits, target, 0.5, NLAConfig(form="paper"))
-    from pipeline.naw import naw_weight
+    from fer_pipeline.naw import naw_weight
 
     keep = target >= 0
     w = naw_weight(logits[keep].softmax(-1), target[keep], 0.5)
@@ -159,7 +159,7 @@ def test_pretrain_then_embed_with_the_run(tmp_path, affwild2_tree):
     run = tmp_path / "s1"
     common = TINY_SWIN + ["stage1.model.img_size=64", "stage1.model.window_size=4",
                           "stage1.data.workers=0", "stage1.train.batch_size=8"]
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "stage1", "train", "--out", str(run),
+    proc = subprocess.run([sys.executable, "-m", "fer_pipeline", "stage1", "train", "--out", str(run),
                            f"stage1.data.sources=[{{format: rafdb, root: {raf}}}]",
                            "stage1.train.epochs=2", *common], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -173,11 +173,11 @@ def test_pretrain_then_embed_with_the_run(tmp_path, affwild2_tree):
     from stage0_preprocess import ingest_affwild2 as run_ingest
 
     _, manifest = run_ingest(affwild2_tree, tmp_path / "s0", load_config())
-    emb = subprocess.run([sys.executable, "-m", "pipeline", "stage1", "embed", "--manifest",
+    emb = subprocess.run([sys.executable, "-m", "fer_pipeline", "stage1", "embed", "--manifest",
                           str(manifest), "--run", str(run), "--store", str(tmp_path / "store"),
                           "stage1.embed.workers=0"], capture_output=True, text=True)
     assert emb.returncode == 0, emb.stderr[-2000:]
-    from pipeline.store import EmbeddingStore
+    from fer_pipeline.store import EmbeddingStore
     from stage1_image_encoder import load_encoder as encoder_from
     from stage1_image_encoder.model import encoder_key
 
@@ -185,7 +185,7 @@ def test_pretrain_then_embed_with_the_run(tmp_path, affwild2_tree):
     assert mcfg.img_size == 64       # the run's own model config, not pipeline.yaml's
     assert EmbeddingStore.open(tmp_path / "store").encoder_key == encoder_key(model, mcfg)
 
-    missing = subprocess.run([sys.executable, "-m", "pipeline", "stage1", "embed", "--manifest",
+    missing = subprocess.run([sys.executable, "-m", "fer_pipeline", "stage1", "embed", "--manifest",
                               str(manifest), "--run", str(tmp_path)], capture_output=True, text=True)
     assert missing.returncode == 2 and "no checkpoint.safetensors" in missing.stderr
 
@@ -203,7 +203,7 @@ def test_jsd_values():
 
 
 def test_release_form_and_soft_targets():
-    from pipeline.naw import naw_weight
+    from fer_pipeline.naw import naw_weight
     from stage1_image_encoder.losses import nla_jsd
 
     torch.manual_seed(1)
@@ -229,7 +229,7 @@ def _train(out, raf, *extra, launcher=None, timeout=600):
     import sys
 
     cmd = (launcher or [sys.executable, "-m"]) + [
-        "pipeline", "stage1", "train", "--out", str(out),
+        "fer_pipeline", "stage1", "train", "--out", str(out),
         f"stage1.data.sources=[{{format: rafdb, root: {raf}}}]", *TINY_SWIN,
         "stage1.model.img_size=64", "stage1.model.window_size=4", "stage1.data.workers=0",
         "stage1.train.batch_size=8", *extra]
@@ -253,7 +253,7 @@ def test_resume_continues_exactly(tmp_path):
     r = _train(straight, raf, *args)
     assert r.returncode == 0, r.stderr[-2000:]
     part = tmp_path / "part"
-    p = subprocess.Popen([sys.executable, "-m", "pipeline", "stage1", "train", "--out", str(part),
+    p = subprocess.Popen([sys.executable, "-m", "fer_pipeline", "stage1", "train", "--out", str(part),
                           f"stage1.data.sources=[{{format: rafdb, root: {raf}}}]", *TINY_SWIN,
                           "stage1.model.img_size=64", "stage1.model.window_size=4",
                           "stage1.data.workers=0", "stage1.train.batch_size=8", *args],
@@ -265,7 +265,7 @@ def test_resume_continues_exactly(tmp_path):
     p.wait()
     done = len((part / "metrics.jsonl").read_text().splitlines())
     assert 1 <= done < 3, "killed too late"
-    r = subprocess.run([sys.executable, "-m", "pipeline", "stage1", "train", "--out", str(part),
+    r = subprocess.run([sys.executable, "-m", "fer_pipeline", "stage1", "train", "--out", str(part),
                         "--resume"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     a = load_file(str(straight / "checkpoint.safetensors"))

@@ -7,9 +7,9 @@ import torch
 import yaml
 from torch import nn
 
-from pipeline import labels as L
-from pipeline.config import PostConfig
-from pipeline.metrics import confusion
+from fer_pipeline import labels as L
+from fer_pipeline.config import PostConfig
+from fer_pipeline.metrics import confusion
 from stage2_temporal.data import TemporalCache
 from stage2_temporal.evaluate import evaluate
 from stage2_temporal.heads import decide, probs8
@@ -158,7 +158,7 @@ def test_two_network_cfcsp_trains_and_predicts(tmp_path):
     the negative one learns only from negative frames; the run predicts through the cascade."""
     import torch
 
-    from pipeline.config import load_config
+    from fer_pipeline.config import load_config
     from stage2_temporal.engine import build_model
     from stage2_temporal.model import CascadeTransformer
     from stage2_temporal.heads import frame_ce
@@ -182,7 +182,7 @@ def test_two_network_cfcsp_trains_and_predicts(tmp_path):
             "stage2.train.epochs=2", "stage2.model.head=cfcsp")
     assert r.returncode == 0, r.stderr[-3000:]
     from stage2_temporal import load_model, predict_video
-    from pipeline.store import EmbeddingStore
+    from fer_pipeline.store import EmbeddingStore
 
     run_model, run_cfg, info, _ = load_model(tmp_path / "run")
     assert isinstance(run_model, CascadeTransformer)

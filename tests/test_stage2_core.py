@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import load_config
-from pipeline.store import LoadedStore
+from fer_pipeline.config import load_config
+from fer_pipeline.store import LoadedStore
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
-from pipeline.optim import warmup_cosine
+from fer_pipeline.optim import warmup_cosine
 from stage2_temporal.heads import frame_ce
 from stage2_temporal.evaluate import predict_probs, window_starts
 from stage2_temporal.model import TemporalTransformer

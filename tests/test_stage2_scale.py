@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.config import load_config
-from pipeline.distributed import free_port
-from pipeline.store import EmbeddingStore
+from fer_pipeline.config import load_config
+from fer_pipeline.distributed import free_port
+from fer_pipeline.store import EmbeddingStore
 from tests.conftest import make_store
 from tests.test_scripts import SMALL_S2, job_env, run_script, SLURM
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.config import load_config
-from pipeline.labels import CLASSES
-from pipeline.store import EmbeddingStore
+from fer_pipeline.config import load_config
+from fer_pipeline.labels import CLASSES
+from fer_pipeline.store import EmbeddingStore
 
 SMALL = ["stage2.model.d_model=32", "stage2.model.ff=64", "stage2.model.heads=2",
          "stage2.model.layers=1", "stage2.model.dropout=0.1", "stage2.data.clip_len=32",
@@ -20,7 +20,7 @@ SMALL = ["stage2.model.d_model=32", "stage2.model.ff=64", "stage2.model.heads=2"
 
 
 def cli(*args, launcher=None, timeout=600):
-    cmd = (launcher or [sys.executable, "-m"]) + ["pipeline", *map(str, args)]
+    cmd = (launcher or [sys.executable, "-m"]) + ["fer_pipeline", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -123,7 +123,7 @@ def test_resume_matches_an_uninterrupted_run(store, tmp_path):
     ref = tmp_path / "ref"
     assert cli("stage2", "train", "--store", store, "--out", ref, *args).returncode == 0
     run = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, "-m", "pipeline", "stage2", "train", "--store", str(store),
+    p = subprocess.Popen([sys.executable, "-m", "fer_pipeline", "stage2", "train", "--store", str(store),
                           "--out", str(run), *args], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120

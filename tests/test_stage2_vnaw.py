@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import labels as L
-from pipeline.config import PostConfig, TokenAugConfig, VNAWConfig
-from pipeline.naw import naw_weight
+from fer_pipeline import labels as L
+from fer_pipeline.config import PostConfig, TokenAugConfig, VNAWConfig
+from fer_pipeline.naw import naw_weight
 from stage2_temporal.augment import TokenAugment, channel_masks, drop_tokens
-from pipeline.postprocess import interpolate_no_face, smooth
+from fer_pipeline.postprocess import interpolate_no_face, smooth
 from stage2_temporal.evaluate import postprocess
 from stage2_temporal.heads import decide, frame_ce, probs8
 from stage2_temporal.losses import balanced_class_weights, clip_majority, vnaw_loss
@@ -43,7 +43,7 @@ def test_a_dropped_frame_changes_no_output_and_no_loss(mode):
     """Frame skipping removes frames: changing the embedding of a dropped frame changes neither
     a logit nor the loss (``remove``). Dropping only attention keys (``key_mask``) does not:
     the dropped frame is still predicted from its own embedding and scored."""
-    from pipeline.config import load_config
+    from fer_pipeline.config import load_config
     from stage2_temporal.engine import build_model
 
     cfg = load_config(overrides=["stage2.model.d_model=32", "stage2.model.layers=2", "stage2.model.heads=2",
@@ -227,7 +227,7 @@ def test_vnaw_paper_form_matches_a_hand_computed_loss_and_gradient():
     frames, y_bar = majority label, w from the NAW kernel of (p_bar[y], max other) with C,
     loss = mean (1 + w) * -log p_bar[y]; the gradient w.r.t. the logits (central differences of
     the numpy loss) equals autograd's, w included (no stop-gradient)."""
-    from pipeline.config import load_config
+    from fer_pipeline.config import load_config
 
     rng = np.random.default_rng(3)
     z = rng.normal(0, 1.5, (2, 3, 8))

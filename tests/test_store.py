@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.errors import UsageError
-from pipeline.store import EmbeddingStore, StoreKeyError
+from fer_pipeline.errors import UsageError
+from fer_pipeline.store import EmbeddingStore, StoreKeyError
 
 
 def _video(T, D, seed=0):
@@ -94,7 +94,7 @@ def test_load_concatenates_in_order(tmp_path):
 def test_atomic_writes_get_the_mode_plain_open_would_give(tmp_path):
     import os
 
-    from pipeline.io import write_text
+    from fer_pipeline.io import write_text
 
     write_text(tmp_path / "a.txt", "x")
     with open(tmp_path / "b.txt", "w") as f:
@@ -106,7 +106,7 @@ def test_atomic_writes_get_the_mode_plain_open_would_give(tmp_path):
 
 def test_store_on_disk_is_within_5_percent_of_its_payload(tmp_path):
     """Edge chunks are stored at full size: chunk rows are chosen so they are (nearly) full."""
-    from pipeline.store import EmbeddingStore, chunk_rows
+    from fer_pipeline.store import EmbeddingStore, chunk_rows
 
     assert chunk_rows(5000) == 2500 and chunk_rows(4096) == 4096 and chunk_rows(10) == 10
     assert all(-(-T // chunk_rows(T)) * chunk_rows(T) - T < -(-T // 4096) for T in range(1, 20000, 37))

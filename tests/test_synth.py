@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import SynthConfig
-from pipeline.labels import (AFFWILD2_HEADER, CLASSES, DISGUST, FEAR, HAPPINESS, ID_TO_RAFDB, IGNORE,
+from fer_pipeline.config import SynthConfig
+from fer_pipeline.labels import (AFFWILD2_HEADER, CLASSES, DISGUST, FEAR, HAPPINESS, ID_TO_RAFDB, IGNORE,
                              NEUTRAL, NUM_CLASSES, OTHER)
-from pipeline.media import probe_video
-from pipeline.app.synth import generate
-from pipeline.app.synth.plan import TRAIN, VAL, plan_videos, rng_for
-from pipeline.app.synth.timeline import CONFUSABLE, build_timeline
+from fer_pipeline.media import probe_video
+from fer_pipeline.app.synth import generate
+from fer_pipeline.app.synth.plan import TRAIN, VAL, plan_videos, rng_for
+from fer_pipeline.app.synth.timeline import CONFUSABLE, build_timeline
 
 SMALL = dict(n_videos=3, n_val=1, duration_s=[4.0, 6.0], stills_train_per_class=3,
              stills_test_per_class=2, no_face_fraction=0.15, occlusion_fraction=0.15,

@@ -13,8 +13,8 @@ fi
 
 fer() {
     # fer-pipeline through the environment's interpreter (no reliance on PATH)
-    echo "+ $FER_PYTHON -m pipeline $*" >&2
-    "$FER_PYTHON" -m pipeline "$@"
+    echo "+ $FER_PYTHON -m fer_pipeline $*" >&2
+    "$FER_PYTHON" -m fer_pipeline "$@"
 }
 
 first_node() {
@@ -27,7 +27,7 @@ first_node() {
 
 fer_torchrun() {
     # One torchrun agent per node, FER_NPROC_PER_NODE ranks each, meeting through the c10d
-    # rendezvous on the first node: RANK/WORLD_SIZE/LOCAL_RANK reach pipeline.distributed,
+    # rendezvous on the first node: RANK/WORLD_SIZE/LOCAL_RANK reach fer_pipeline.distributed,
     # which picks NCCL on GPUs and gloo on CPUs. Outside Slurm it runs on this machine alone.
     local nnodes=${SLURM_NNODES:-1}
     local nproc=${FER_NPROC_PER_NODE:-${SLURM_GPUS_ON_NODE:-1}}
@@ -36,7 +36,7 @@ fer_torchrun() {
     local cmd=("$FER_PYTHON" -m torch.distributed.run
                --nnodes="$nnodes" --nproc_per_node="$nproc"
                --rdzv_backend=c10d --rdzv_endpoint="$addr:$port" --rdzv_id="${SLURM_JOB_ID:-local}"
-               -m pipeline "$@")
+               -m fer_pipeline "$@")
     echo "+ ${cmd[*]}" >&2
     if [[ -n "${SLURM_JOB_ID:-}" ]]; then
         # srun does not inherit --cpus-per-task from sbatch (Slurm >= 22.05): pass it on

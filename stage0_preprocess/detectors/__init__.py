@@ -40,8 +40,8 @@ Runtime options and graph signatures), ``retinaface`` (Pytorch_Retinaface export
 """
 from __future__ import annotations
 
-from pipeline.config import DetectorConfig
-from pipeline.errors import UsageError
+from fer_pipeline.config import DetectorConfig
+from fer_pipeline.errors import UsageError
 from stage0_preprocess.detectors.base import PRE_NMS_TOP_K, Detections, letterbox, nms
 from stage0_preprocess.detectors.insightface_backend import (InsightFaceDetector,
                                                              is_insightface_layout)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import DetectorConfig
-from pipeline.errors import UsageError
+from fer_pipeline.config import DetectorConfig
+from fer_pipeline.errors import UsageError
 from stage0_preprocess.detectors.base import Detections, as_bgr, letterbox, to_image
 
 log = logging.getLogger(__name__)

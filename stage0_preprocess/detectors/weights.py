@@ -12,8 +12,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from pipeline.config import DetectorConfig
-from pipeline.errors import UsageError
+from fer_pipeline.config import DetectorConfig
+from fer_pipeline.errors import UsageError
 from stage0_preprocess.detectors.session import short
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import DetectorConfig
-from pipeline.errors import UsageError
+from fer_pipeline.config import DetectorConfig
+from fer_pipeline.errors import UsageError
 from stage0_preprocess.detectors.base import Detections, select
 from stage0_preprocess.detectors.session import OnnxDetector
 

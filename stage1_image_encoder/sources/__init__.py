@@ -1,5 +1,5 @@
 """Labelled still-image sets for encoder pretraining, in their official on-disk layouts, each
-mapped to the 8 Aff-Wild2 ids by ``pipeline.labels``.
+mapped to the 8 Aff-Wild2 ids by ``fer_pipeline.labels``.
 
 An adapter reads one split (``train`` or ``test``) of one source and returns ``(paths, labels)``
 or, when it has more to say, a ``SourceImages`` with soft targets and/or face boxes.
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import DataSource
-from pipeline.errors import UsageError
-from pipeline.labels import NUM_CLASSES
+from fer_pipeline.config import DataSource
+from fer_pipeline.errors import UsageError
+from fer_pipeline.labels import NUM_CLASSES
 from stage1_image_encoder.sources.affectnet_reader import affectnet
 from stage1_image_encoder.sources.common import IMAGE_EXTENSIONS, ImageList, SourceImages
 from stage1_image_encoder.sources.ferplus_reader import FER_CACHE_DIR, FER_CACHE_INDEX, ferplus

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import UsageError
-from pipeline.labels import IGNORE, affectnet_to_id
+from fer_pipeline.errors import UsageError
+from fer_pipeline.labels import IGNORE, affectnet_to_id
 from stage1_image_encoder.sources.common import SourceImages, csv_rows, header_index, require_file
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.errors import UsageError
-from pipeline.labels import (FERPLUS_VOTE_COLUMNS, IGNORE, NUM_CLASSES, ferplus_majority,
+from fer_pipeline.errors import UsageError
+from fer_pipeline.labels import (FERPLUS_VOTE_COLUMNS, IGNORE, NUM_CLASSES, ferplus_majority,
                              ferplus_plurality, ferplus_soft, ferplus_vote_sample)
 from stage1_image_encoder.sources.common import SourceImages, csv_rows, header_index, require_file
 

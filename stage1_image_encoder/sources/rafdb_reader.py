@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import UsageError
-from pipeline.labels import IGNORE, folder_to_id, rafdb_to_id
+from fer_pipeline.errors import UsageError
+from fer_pipeline.labels import IGNORE, folder_to_id, rafdb_to_id
 from stage1_image_encoder.sources.common import IMAGE_EXTENSIONS
 
 

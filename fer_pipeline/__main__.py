@@ -1,0 +1,5 @@
+import sys
+
+from fer_pipeline.app.cli import main
+
+sys.exit(main())

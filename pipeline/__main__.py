@@ -1,5 +1,0 @@
-import sys
-
-from pipeline.app.cli import main
-
-sys.exit(main())
