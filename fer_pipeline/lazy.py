@@ -1,9 +1,14 @@
 """Stage doors that cost nothing to import.
 
-Each stage package exports its public functions from ``<stage>/api.py``; its ``__init__.py``
-re-exports them lazily (PEP 562), so ``from stage1_image_encoder import load_encoder`` works
-while ``import stage1_image_encoder`` alone imports neither torch nor timm. The CLI's ``--help``
-stays fast that way."""
+A stage package's door is its ``__init__``: the public functions of ``<stage>/api.py`` (its
+``__all__``) plus ``register_cli``, the stage's sub-commands, served from ``<stage>/main.py``.
+Both are loaded on first use (PEP 562), so ``from stage1_image_encoder import load_encoder``
+works while ``import stage1_image_encoder`` alone imports neither torch nor timm, and building
+the CLI imports only the light ``main.py`` modules (``--help`` stays fast).
+
+Imports point one way inside a stage: ``main.py`` (argument parsing) calls ``api.py`` (the
+library door), never the reverse, which is why the CLI registration is served from here rather
+than re-exported by ``api.py``."""
 from __future__ import annotations
 
 import ast
@@ -11,8 +16,11 @@ import importlib
 import importlib.util
 from pathlib import Path
 
+# Names a stage door serves from its entry module instead of ``api`` (no torch needed).
+CLI_NAMES = {"register_cli": ("main", "register")}
 
-def _api_names(package: str) -> list[str]:
+
+def api_names(package: str) -> list[str]:
     """``__all__`` of ``<package>/api.py``, read without importing it."""
     spec = importlib.util.find_spec(package)
     api = Path(spec.origin).parent / "api.py"
@@ -22,17 +30,13 @@ def _api_names(package: str) -> list[str]:
     raise ImportError(f"{api} defines no __all__")
 
 
-# Names served from a lighter module than ``api`` (the CLI registration needs no torch).
-LIGHT = {"register_cli": ("main", "register")}
-
-
 def lazy_door(package: str):
     """``(__getattr__, __dir__, __all__)`` for a stage package's ``__init__``."""
-    names = _api_names(package)
+    names = api_names(package) + list(CLI_NAMES)
 
     def __getattr__(name: str):
-        if name in LIGHT and name in names:
-            module, attr = LIGHT[name]
+        if name in CLI_NAMES:
+            module, attr = CLI_NAMES[name]
             return getattr(importlib.import_module(f"{package}.{module}"), attr)
         if name in names:
             return getattr(importlib.import_module(f"{package}.api"), name)

@@ -4,8 +4,10 @@
   sharded, parallel); ``merge_shards`` joins sharded outputs; ``find_videos`` lists inputs;
 - ``ingest_affwild2``: Aff-Wild2's own layout (official crops + EXPR annotations) -> manifest;
 - ``align_face`` and ``write_expr_annotation`` / ``parse_expr_annotation``: the stage's
-  alignment and its annotation format, for tools that write data in the same form;
-- ``register_cli``: the ``stage0`` sub-commands.
+  alignment and its annotation format, for tools that write data in the same form.
+
+The ``stage0`` sub-commands live in ``main.py``, which calls this door; the package serves its
+``register`` as ``register_cli`` (``fer_pipeline.lazy``), so this module never imports ``main``.
 """
 from __future__ import annotations
 
@@ -21,13 +23,12 @@ from fer_pipeline.runs import init_run_dir
 from stage0_preprocess.affwild2 import raw_video_name
 from stage0_preprocess.align import align_face
 from stage0_preprocess.annotations import parse_expr_annotation, write_expr_annotation
-from stage0_preprocess.main import register as register_cli
 from stage0_preprocess.run import Stage0Result, find_videos, merge_all as merge_shards
 
 log = logging.getLogger(__name__)
 
 __all__ = ["run_videos", "ingest_affwild2", "merge_shards", "find_videos", "align_face",
-           "write_expr_annotation", "parse_expr_annotation", "raw_video_name", "register_cli",
+           "write_expr_annotation", "parse_expr_annotation", "raw_video_name",
            "Stage0Result"]
 
 

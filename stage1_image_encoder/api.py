@@ -8,8 +8,10 @@
 - ``evaluate``: accuracy / macro-F1 of an encoder's classifier on the sources' test split;
 - ``load_classifier`` / ``classify_embeddings``: an encoder with its trained 8-way head, and
   per-frame class probabilities from cached embeddings (frame-level prediction);
-- ``bundled_run``: the real-face encoder shipped with the package (``pretrained: bundled``);
-- ``register_cli``: the ``stage1`` sub-commands.
+- ``bundled_run``: the real-face encoder shipped with the package (``pretrained: bundled``).
+
+The ``stage1`` sub-commands live in ``main.py``, which calls this door; the package serves its
+``register`` as ``register_cli`` (``fer_pipeline.lazy``), so this module never imports ``main``.
 """
 from __future__ import annotations
 
@@ -27,7 +29,6 @@ from fer_pipeline.manifest import read_manifest
 from fer_pipeline.outdir import check_output_dir
 from fer_pipeline.runs import init_run_dir, setup_rank
 from stage1_image_encoder.embed import EmbedResult, embed_manifest as embed_frames
-from stage1_image_encoder.main import register as register_cli
 from stage1_image_encoder.model import build_encoder, embed as embed_images, encoder_key
 from stage1_image_encoder.pretrained import bundled_run, resolve, verified_bundled_checkpoint
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["train", "load_encoder", "load_classifier", "classify_embeddings", "encoder_key",
            "embed_manifest", "embed_frames", "embed_images", "evaluate", "evaluation_summary",
-           "bundled_run", "is_stage1_run", "register_cli", "EmbedResult"]
+           "bundled_run", "is_stage1_run", "EmbedResult"]
 
 
 def load_encoder(cfg: Config, run_dir: str | Path | None = None):

@@ -5,8 +5,10 @@
 - ``predict_video``: per-frame probabilities of one video's embeddings (sliding windows,
   no-face interpolation), ``smooth`` (Smooth Predicting) and ``decide`` (class ids by the
   run's decision rule);
-- ``kfold``, ``ablate``, ``compare_heads``: the multi-run protocols;
-- ``register_cli``: the ``stage2`` sub-commands.
+- ``kfold``, ``ablate``, ``compare_heads``: the multi-run protocols.
+
+The ``stage2`` sub-commands live in ``main.py``, which calls this door; the package serves its
+``register`` as ``register_cli`` (``fer_pipeline.lazy``), so this module never imports ``main``.
 """
 from __future__ import annotations
 
@@ -17,12 +19,11 @@ from fer_pipeline.config import Config
 from fer_pipeline.store import LoadedStore
 from fer_pipeline.postprocess import interpolate_no_face, smooth
 from stage2_temporal.heads import decide as _decide, decision_rule
-from stage2_temporal.main import register as register_cli
 from stage2_temporal.protocols import ABLATION_ROWS, HEADS_ROWS, ablate, compare_heads, kfold
 from stage2_temporal.runs import TrainResult, evaluate_run, load_run_model as load_model, train
 
 __all__ = ["train", "evaluate_run", "load_model", "predict_video", "smooth", "decide", "kfold",
-           "ablate", "compare_heads", "register_cli", "TrainResult", "ABLATION_ROWS", "HEADS_ROWS"]
+           "ablate", "compare_heads", "TrainResult", "ABLATION_ROWS", "HEADS_ROWS"]
 
 
 def predict_video(model: torch.nn.Module, loaded: LoadedStore, cfg: Config,

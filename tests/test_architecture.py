@@ -8,6 +8,8 @@
   ``from stage1_image_encoder import <name in its api.__all__>``);
 - a door never exports a name that is also one of its package's submodules (the lazy export
   would then be shadowed by the submodule once it is imported);
+- no import circle between the project's modules, counting imports inside functions (a
+  deferred import still ties the two modules together);
 - no source file is longer than 400 lines unless its docstring gives the reason ("Length:").
 """
 from __future__ import annotations
@@ -58,10 +60,13 @@ def _layer(path: Path, root: Path = ROOT) -> str:
 
 
 def _door(stage: str) -> set[str]:
+    """What ``from <stage> import ...`` offers: ``api.__all__`` plus the CLI registration."""
+    from fer_pipeline.lazy import CLI_NAMES
+
     tree = ast.parse((ROOT / stage / "api.py").read_text())
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
-            return set(ast.literal_eval(node.value))
+            return set(ast.literal_eval(node.value)) | set(CLI_NAMES)
     raise AssertionError(f"{stage}/api.py has no __all__")
 
 
@@ -154,3 +159,69 @@ def test_the_rules_catch_a_violation(tmp_path):
         "stage2_temporal/engine.py:5 imports stage1_image_encoder.model"]
     fake.write_text("from .data import x\nfrom fer_pipeline.app.cli import main\n")
     assert stage_violations([fake], tmp_path) == ["stage2_temporal/engine.py:2 imports fer_pipeline.app.cli"]
+
+
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_cycles(sources: list[Path], root: Path = ROOT) -> list[list[str]]:
+    """Every set of modules that import each other in a circle (strongly connected components
+    of the import graph with more than one module, or a module importing itself), sorted.
+    ``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else to ``pkg``."""
+    modules = {_module_name(p, root): p for p in sources}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for m, p in modules.items():
+        for _, mod, names in _imports(p, root):
+            targets = [f"{mod}.{n}" for n in names if f"{mod}.{n}" in modules]
+            if not targets and mod in modules:
+                targets = [mod]
+            graph[m].update(t for t in targets if t != m)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:          # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(cycles)
+
+
+def test_no_import_circles():
+    cycles = import_cycles(SOURCES)
+    assert not cycles, "modules that import each other (directly or around a circle):\n" + \
+        "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_circle_check_catches_a_deferred_circle(tmp_path):
+    """The check can fail: an entry module importing its door at call time while the door
+    imports the entry module is one circle."""
+    pkg = tmp_path / "stage0_preprocess"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "api.py").write_text("from stage0_preprocess.main import register\n")
+    (pkg / "main.py").write_text("def run():\n    from stage0_preprocess.api import run_videos\n")
+    (pkg / "run.py").write_text("import stage0_preprocess.api\n")
+    assert import_cycles(sorted(pkg.glob("*.py")), tmp_path) == [
+        ["stage0_preprocess.api", "stage0_preprocess.main"]]
