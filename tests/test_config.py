@@ -143,3 +143,12 @@ def test_overrides_after_options_reach_the_command(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fer_pipeline", "inspect", str(store), "--k", "3",
                           "stage9.x=1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown config key 'stage9'" in bad.stderr
+
+
+def test_an_unknown_preset_is_one_error_listing_the_presets():
+    from fer_pipeline.config import preset_names
+
+    assert "demo" in preset_names()
+    with pytest.raises(ConfigError, match=r"unknown preset 'demoo' \(presets: demo\)"):
+        load_config(presets=["demoo"])
+    assert load_config(presets=["demo"]) != load_config()

@@ -1,32 +1,26 @@
-"""One strict, layered configuration for all stages.
+"""The configuration schema: one strict pydantic class per section of ``pipeline.yaml``.
 
-Resolution order (later wins): ``pipeline.yaml`` (project defaults) <- presets (e.g. the demo)
-<- ``--config FILE`` (any number) <- dotted ``key=value`` overrides. Every layer is validated
-against the pydantic schema below; an unknown key, a mistyped key or a wrong type raises
-``ConfigError`` with one line naming the key path and the closest valid key.
-
-The schema's defaults equal ``pipeline.yaml`` (a test keeps them in sync); the YAML file is
-where each knob is documented.
-
-Length: one class per config section of every stage plus the strict loader that validates
-against them; they are one contract, read together.
+Every model forbids unknown keys and checks types strictly, so a misspelt or mistyped key is
+an error (``fer_pipeline.config.loading`` turns it into one line naming the key). The defaults
+here equal ``pipeline.yaml`` (a test keeps them in sync); the YAML file is where each knob is
+documented. Sections: ``synth`` (demo data), ``stage0`` (detector, align, track, parallel,
+ingest), ``stage1`` (model, data sources, augment, NLA, train, embed), ``stage2`` (data, token
+augmentation, model, V-NAW, loss, train, post-processing) and the root ``Config``.
 """
 from __future__ import annotations
 
-import copy
-import difflib
-import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fer_pipeline.errors import ConfigError
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = PROJECT_ROOT / "pipeline.yaml"
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+__all__ = ["SynthConfig", "IngestConfig", "DetectorConfig", "AlignConfig", "TrackConfig",
+           "ParallelConfig", "Stage0Config", "EncoderModelConfig", "EmbedConfig", "DataSource",
+           "Stage1DataConfig", "AugmentConfig", "NAWKernelConfig", "NAWWeightConfig",
+           "NLAConfig", "TrainConfig", "Stage1TrainConfig", "Stage1Config", "Stage2DataConfig",
+           "TokenAugConfig", "TemporalModelConfig", "VNAWConfig", "Stage2LossConfig",
+           "Stage2TrainConfig", "PostConfig", "Stage2Config", "Config", "VNAW_FORMS",
+           "DEFAULT_SMOOTH_WINDOW"]
 
 
 class _Strict(BaseModel):
@@ -373,156 +367,3 @@ class Config(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
-
-
-# ---------------------------------------------------------------------------------- loading
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads 1e-4 as a float (YAML 1.1 only accepts 1.0e-4)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-                  |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."),
-)
-
-
-def parse_yaml(text: str, source: str = "<string>") -> Any:
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
-
-
-def load_yaml_file(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    data = parse_yaml(path.read_text(), str(path))
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
-    return data
-
-
-def all_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
-    """Every dotted key of the schema, groups and leaves."""
-    keys = []
-    for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
-        keys.append(path)
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            keys.extend(all_keys(ann, path + "."))
-    return keys
-
-
-def closest_key(key: str) -> str | None:
-    """The valid dotted key nearest to a wrong one (same depth preferred as a fallback)."""
-    valid = all_keys()
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    if not match:
-        same_depth = [k for k in valid if k.count(".") == key.count(".")]
-        match = difflib.get_close_matches(key, same_depth, n=1, cutoff=0.3)
-    return match[0] if match else None
-
-
-def deep_merge(base: dict, update: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
-def apply_override(data: dict, item: str) -> dict:
-    """Apply one ``a.b.c=value`` override (value parsed as YAML) to a nested dict."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like key.path=value")
-    key, _, raw = item.partition("=")
-    key = key.strip()
-    if not key or any(not p for p in key.split(".")):
-        raise ConfigError(f"override {item!r}: empty key path")
-    value = parse_yaml(raw, f"override {key}") if raw.strip() else None
-    out = copy.deepcopy(data)
-    node = out
-    parts = key.split(".")
-    for i, part in enumerate(parts[:-1]):
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"override {key}: '{'.'.join(parts[:i + 1])}' is a value, not a group")
-        node = nxt
-    node[parts[-1]] = value
-    return out
-
-
-def _leaf_keys(d: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k, v in d.items():
-        path = f"{prefix}{k}"
-        out += _leaf_keys(v, path + ".") if isinstance(v, dict) and v else [path]
-    return out
-
-
-def _source_of(key: str, origin: dict[str, str]) -> str:
-    """The layer that last set ``key`` (or a key inside / above it)."""
-    hits = [src for k, src in origin.items()
-            if not key or k == key or k.startswith(key + ".") or key.startswith(k + ".")]
-    return hits[-1] if hits else "config"
-
-
-def _format_error(err: ValidationError, origin: dict[str, str]) -> str:
-    e = err.errors()[0]
-    key = ".".join(str(p) for p in e["loc"])
-    source = _source_of(key, origin)
-    if e["type"] == "extra_forbidden":
-        hint = closest_key(key)
-        suffix = f" (did you mean '{hint}'?)" if hint else ""
-        return f"{source}: unknown config key '{key}'{suffix}"
-    got = e.get("input")
-    got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-    where = f"'{key}'" if key else "config"
-    extra = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
-    return f"{source}: {where}: {e['msg']}{got_s}{extra}"
-
-
-def validate(data: dict, origin: dict[str, str] | None = None) -> Config:
-    try:
-        return Config.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format_error(err, origin or {})) from None
-
-
-def load_config(config_files: list[str | Path] | None = None, overrides: list[str] | None = None,
-                presets: list[str] | None = None, base: str | Path | None = DEFAULT_CONFIG) -> Config:
-    """Resolve the layered configuration, validated once at the end (so overrides may come in
-    any order); an error names the file or override that set the offending key."""
-    data: dict = {}
-    origin: dict[str, str] = {}   # dotted leaf key -> layer that set it last (in set order)
-    layers: list[tuple[str, dict]] = []
-    if base is not None and Path(base).is_file():
-        layers.append((str(base), load_yaml_file(base)))
-    for name in presets or []:
-        layers.append((f"preset {name}", load_yaml_file(PRESETS_DIR / f"{name}.yaml")))
-    for f in config_files or []:
-        layers.append((str(f), load_yaml_file(f)))
-    for source, layer in layers:
-        data = deep_merge(data, layer)
-        for k in _leaf_keys(layer):
-            origin.pop(k, None)
-            origin[k] = source
-    for item in overrides or []:
-        data = apply_override(data, item)
-        key = item.partition("=")[0].strip()
-        origin.pop(key, None)
-        origin[key] = f"override {key}"
-    return validate(data, origin)
