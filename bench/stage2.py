@@ -152,7 +152,7 @@ def gpu_epoch(frames=600_000, dim=1024, clip_len=100, batch=256) -> list[dict]:
 
 def finite_check(frames=131_072, dim=1024) -> list[dict]:
     """(d): seconds per 1 M rows of the store's NaN/Inf test vs a float32 row sum, same rows."""
-    from fer_pipeline.store import _FINITE_CHUNK, nonfinite_rows
+    from fer_pipeline.store.reader import _FINITE_CHUNK, nonfinite_rows
 
     emb = np.random.default_rng(0).standard_normal((frames, dim), dtype=np.float32).astype(np.float16)
     emb[frames // 3, 7] = np.nan

@@ -68,7 +68,7 @@ def test_disk_cache_is_written_once_reused_and_rebuilt_when_the_store_changes(tm
 
 
 def test_nonfinite_rows_are_found_while_copying_and_not_scanned_again(tmp_path, monkeypatch):
-    from fer_pipeline import store as store_mod
+    from fer_pipeline.store import reader as store_mod
     from fer_pipeline.config import load_config
     from fer_pipeline.errors import UsageError
     from stage2_temporal.data import load_checked
@@ -191,7 +191,7 @@ def test_shm_too_small_says_the_size_needed_and_each_rank_loads_its_own(tmp_path
 def test_a_video_rewritten_while_copying_is_an_error_not_a_torn_copy(tmp_path, monkeypatch):
     """The copy reads the store in blocks of ``READ_ROWS`` rows; a video whose length changed
     after the index was taken stops it with a UsageError naming the video, and no copy is left."""
-    from fer_pipeline import store as store_mod
+    from fer_pipeline.store import reader as store_mod
     from fer_pipeline.errors import UsageError
 
     monkeypatch.setattr(store_mod, "READ_ROWS", 16)          # several blocks per video
