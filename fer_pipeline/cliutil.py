@@ -38,19 +38,10 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def package_version() -> str:
-    """The installed distribution's version, else the one in ``pyproject.toml`` (a checkout
-    that was never installed)."""
-    from importlib import metadata
+    """``fer_pipeline.__version__`` (which ``pyproject.toml`` reads too)."""
+    from fer_pipeline import __version__
 
-    try:
-        return metadata.version("fer-pipeline")
-    except metadata.PackageNotFoundError:
-        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
-        try:
-            found = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.MULTILINE)
-        except OSError:
-            found = None
-        return found.group(1) if found else "unknown"
+    return __version__
 
 
 def add_config_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

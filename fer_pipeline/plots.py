@@ -210,7 +210,8 @@ def plot_timeline(probs: np.ndarray, path: str | Path, *, fps: float | None = No
     last.set_xlabel("time (s)" if fps else "frame")
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.subplots_adjust(left=0.06, right=0.88, top=0.92 if title else 0.97, bottom=0.12)
+    # the band labels sit left of the axes, right-aligned: wide enough for "label (15 f)"
+    fig.subplots_adjust(left=0.085, right=0.88, top=0.92 if title else 0.97, bottom=0.12)
     return _save(fig, path)
 
 
