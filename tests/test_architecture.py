@@ -1,6 +1,7 @@
 """The layers, enforced on the imports of every source file (README, Architecture):
 
-    core (fer_pipeline/, outside fer_pipeline/app)  <-  stages (stage0/1/2)  <-  app (fer_pipeline/app), bench
+    core (fer_pipeline/*, outside app/)  <-  stages (stage0/1/2)  <-  app (fer_pipeline/app,
+    fer_pipeline/__init__.py: the public API, fer_pipeline/__main__.py), bench
 
 - the core imports no stage and nothing from the app layer;
 - a stage imports the core and itself, never another stage nor the app;
@@ -54,8 +55,10 @@ def _layer(path: Path, root: Path = ROOT) -> str:
     if rel.parts[0] in STAGES:
         return rel.parts[0]
     if rel.parts[0] == "fer_pipeline":
-        return "app" if (len(rel.parts) > 1 and rel.parts[1] == "app") or rel.name == "__main__.py" \
-            else "core"
+        # the package's face (__init__: the public API, served from the app) and its CLI entry
+        # (__main__) belong to the app layer; every other module outside app/ is the core
+        face = len(rel.parts) == 2 and rel.name in ("__init__.py", "__main__.py")
+        return "app" if (len(rel.parts) > 1 and rel.parts[1] == "app") or face else "core"
     return rel.parts[0]
 
 

@@ -88,11 +88,13 @@ def embed(videos_or_manifest: PathLike | Sequence[PathLike], run: PathLike | Non
     (``EmbeddingStore``). Re-running skips what is complete.
 
     >>> import tempfile, fer_pipeline
-    >>> store = fer_pipeline.embed(fer_pipeline.sample_video(), out=tempfile.mkdtemp())
-    >>> store.videos(), store.dim
-    (['d19'], 512)
-    >>> store.read_video("d19").emb.shape
-    (250, 512)
+    >>> out = tempfile.mkdtemp()
+    >>> store = fer_pipeline.embed(fer_pipeline.sample_video(), out=out)
+    >>> store.videos(), store.dim, store.read_video("d19").emb.shape
+    (['d19'], 512, (250, 512))
+    >>> again = fer_pipeline.embed(f"{out}/stage0/manifest.parquet", out=out)  # skips what is complete
+    >>> again.path == store.path, fer_pipeline.load_store(store.path).videos()
+    (True, ['d19'])
     """
     import stage0_preprocess as stage0
     import stage1_image_encoder as stage1
@@ -129,6 +131,12 @@ def load_store(path: PathLike, *, allow_partial: bool = False):
     ``store.videos()`` names the videos, ``store.read_video(name)`` gives one video's ``emb``
     (T, D) float16, ``label`` (T,) int8 and ``face`` (T,) bool, ``store.load()`` all of them as
     one (N, D) array with per-video ``offsets``, ``store.export_h5(file)`` one HDF5 file.
+
+    >>> import fer_pipeline
+    >>> fer_pipeline.load_store("no/such/store")
+    Traceback (most recent call last):
+    ...
+    fer_pipeline.errors.UsageError: no/such/store: no embedding store here (run `fer-pipeline stage1 embed`)
     """
     from fer_pipeline.store import EmbeddingStore
 
