@@ -1,4 +1,4 @@
-"""The layers, enforced on the imports of every source file (README, Architecture):
+"""The layers, enforced on the imports of every source file (docs/architecture.md):
 
     core (fer_pipeline/*, outside app/)  <-  stages (stage0/1/2)  <-  app (fer_pipeline/app,
     fer_pipeline/__init__.py: the public API, fer_pipeline/__main__.py), bench

@@ -119,7 +119,7 @@ def test_predict_without_a_run_reads_smiles_as_happiness(tmp_path):
         assert [int(x.split(",")[1]) for x in sub[1:]] == df.smoothed_label.tolist()
         assert (out / f"{video}_timeline.png").is_file()
     # the same frames through the Python API
-    from fer_pipeline.app.commands.predict import Predictor
+    from fer_pipeline import Predictor
 
     api = Predictor.default().predict_video(VIDEOS / "face_noface.mov")
     cli_df = pd.read_csv(out / "face_noface.csv")

@@ -1,4 +1,4 @@
-"""The linear probe the README quotes: separable prototypes are found, shuffled labels are not."""
+"""The linear probe docs/experiments.md quotes: separable prototypes are found, shuffled labels are not."""
 import numpy as np
 
 from bench.linear_probe import probe

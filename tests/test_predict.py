@@ -121,7 +121,7 @@ def test_video_without_faces_gives_flagged_rows_and_a_warning(predicted):
 
 
 def test_api_matches_the_command(setup, predicted):
-    from fer_pipeline.app.commands.predict import Predictor
+    from fer_pipeline import Predictor
 
     _, out = predicted
     df = Predictor.from_run(setup / "run").predict_video(setup / "in" / "face.mp4")

@@ -21,11 +21,8 @@ Per video it writes (SPEC §8):
 Intermediate stage-0 crops and the embedding store live under ``OUT/work`` and are reused by a
 re-run (each stage skips complete videos), so an interrupted batch resumes.
 
-Python API with the same behaviour::
-
-    from fer_pipeline.app.commands.predict import Predictor
-    df = Predictor.default().predict_video("clip.mp4")                        # bundled encoder
-    df = Predictor.from_run("artifacts/runs/stage2/xyz").predict_video("clip.mp4")
+The Python API with the same behaviour is ``fer_pipeline.predict`` (and ``fer_pipeline.Predictor``
+to load a model once), served from ``fer_pipeline.app.api``.
 """
 from __future__ import annotations
 
