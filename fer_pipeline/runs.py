@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fer_pipeline.config import PROJECT_ROOT, Config
+from fer_pipeline.config import PROJECT_ROOT, Config, load_config
+from fer_pipeline.errors import UsageError
 from fer_pipeline.io import write_json, write_text
 
 if TYPE_CHECKING:
@@ -91,6 +92,14 @@ def init_run_dir(run_dir: str | Path, cfg: Config, stage: str, fresh: bool = Fal
         "git_sha": git_sha(), "torch": torch.__version__, "python": sys.version.split()[0],
     })
     return run_dir
+
+
+def resume_config(run_dir: Path, marker: str, stage: str) -> Config:
+    """The resolved config a run was started with, for ``--resume``: ``UsageError`` when
+    ``run_dir`` has no ``marker`` file (it is not a ``stage`` run)."""
+    if not (run_dir / marker).is_file():
+        raise UsageError(f"{run_dir}: not a {stage} run to resume")
+    return load_config([run_dir / "config.yaml"], base=None)
 
 
 def seed_everything(seed: int) -> None:

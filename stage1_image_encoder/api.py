@@ -27,7 +27,7 @@ from fer_pipeline.errors import UsageError
 from fer_pipeline.io import write_json
 from fer_pipeline.manifest import read_manifest
 from fer_pipeline.outdir import check_output_dir
-from fer_pipeline.runs import init_run_dir, setup_rank
+from fer_pipeline.runs import init_run_dir, resume_config, setup_rank
 from stage1_image_encoder.embed import EmbedResult, embed_manifest as embed_frames
 from stage1_image_encoder.model import build_encoder, embed as embed_images, encoder_key
 from stage1_image_encoder.pretrained import bundled_run, resolve, verified_bundled_checkpoint
@@ -86,9 +86,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False):
     dist, device = setup_rank(cfg)
     run_dir = Path(run_dir)
     if resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise UsageError(f"{run_dir}: not a stage-1 run to resume")
-        cfg = load_config([run_dir / "config.yaml"], base=None)
+        cfg = resume_config(run_dir, "config.yaml", "stage-1")
     elif dist.primary:
         init_run_dir(run_dir, cfg, "stage1", fresh=True)
     distributed.barrier()

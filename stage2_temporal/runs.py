@@ -21,7 +21,7 @@ from fer_pipeline.io import atomic_write, read_jsonl, write_json, write_parquet,
 from fer_pipeline.labels import CLASSES
 from fer_pipeline.metrics import F1Report, plot_confusion, to_markdown
 from fer_pipeline.plots import plot_curves
-from fer_pipeline.runs import init_run_dir, setup_rank
+from fer_pipeline.runs import init_run_dir, resume_config, setup_rank
 from fer_pipeline.store import EmbeddingStore
 from stage2_temporal.data import TemporalCache, load_checked
 from stage2_temporal.engine import build_model, eval_stride, fit
@@ -49,9 +49,7 @@ def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool
     dist, device = setup_rank(cfg)
     run_dir = Path(run_dir)
     if resume:
-        if not (run_dir / "stage2.json").is_file():
-            raise UsageError(f"{run_dir}: not a stage-2 run to resume")
-        cfg = load_config([run_dir / "config.yaml"], base=None)
+        cfg = resume_config(run_dir, "stage2.json", "stage-2")
         store_path = json.loads((run_dir / "stage2.json").read_text())["store"]
     store = EmbeddingStore.open(store_path)
     store.require_complete(allow_partial)        # incomplete videos: error, or left out
