@@ -97,7 +97,6 @@ def embed(videos_or_manifest: PathLike | Sequence[PathLike], run: PathLike | Non
     (True, ['d19'])
     """
     import stage0_preprocess as stage0
-    import stage1_image_encoder as stage1
     from fer_pipeline.manifest import read_manifest
     from fer_pipeline.store import EmbeddingStore
 
@@ -114,10 +113,7 @@ def embed(videos_or_manifest: PathLike | Sequence[PathLike], run: PathLike | Non
         if s0.manifest is None:
             raise UsageError("; ".join(o.error for o in s0.failed) or "stage 0 wrote no manifest")
         manifest = read_manifest(s0.manifest)
-    key = stage1.encoder_key(pred.encoder, pred.cfg.stage1.model)
-    encoder_run = pred.run_dir if pred.kind == "stage1" else pred.info.get("encoder_run")
-    res = stage1.embed_frames(manifest, pred.encoder, pred.cfg, out / "embeddings" / key,
-                              pred.device, encoder_run=encoder_run)
+    res = pred.embed_manifest(manifest, out / "embeddings")
     for failure in res.failures:
         log.warning("embed: %s", failure)
     return EmbeddingStore.open(res.store)

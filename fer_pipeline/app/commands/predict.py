@@ -157,9 +157,22 @@ class Predictor:
             raise UsageError(res.failures[0])
         return res.videos[0].frames
 
+    @property
+    def encoder_run(self) -> Path | None:
+        """The stage-1 run this predictor's encoder came from (recorded in the stores it writes)."""
+        return self.run_dir if self.kind == "stage1" else self.info.get("encoder_run")
+
+    def embed_manifest(self, manifest: pd.DataFrame, stores: str | Path):
+        """The manifest's face crops through this predictor's encoder into
+        ``stores/<encoder key>`` (complete videos skipped). Returns the ``EmbedResult``."""
+        import stage1_image_encoder as stage1
+
+        key = stage1.encoder_key(self.encoder, self.cfg.stage1.model)
+        return stage1.embed_frames(manifest, self.encoder, self.cfg, Path(stores) / key,
+                                   self.device, encoder_run=self.encoder_run)
+
     def predict(self, paths: list[str | Path], out: str | Path, write: bool = True) -> PredictResult:
         import stage0_preprocess as stage0
-        import stage1_image_encoder as stage1
 
         out = Path(out)
         work = out / "work"
@@ -173,9 +186,7 @@ class Predictor:
         if not ok:
             return PredictResult([], failures, out)
         manifest = read_manifest(s0.manifest)
-        key = stage1.encoder_key(self.encoder, self.cfg.stage1.model)
-        emb = stage1.embed_frames(manifest, self.encoder, self.cfg, work / "embeddings" / key,
-                                    self.device)
+        emb = self.embed_manifest(manifest, work / "embeddings")
         failures += emb.failures
         results = []
         by_name = {Path(v).stem: str(v) for v in videos}     # stage 0 names videos by stem
