@@ -3,6 +3,8 @@
 - ``run_videos``: any video collection -> aligned crops, frame manifest, summary (resumable,
   sharded, parallel); ``merge_shards`` joins sharded outputs; ``find_videos`` lists inputs;
 - ``ingest_affwild2``: Aff-Wild2's own layout (official crops + EXPR annotations) -> manifest;
+- ``recrop_ferplus``: FERPlus re-cropped through this stage's detector and alignment (the
+  framing the encoder is fed at inference), as a cached FERPlus folder;
 - ``align_face`` and ``write_expr_annotation`` / ``parse_expr_annotation``: the stage's
   alignment and its annotation format, for tools that write data in the same form.
 
@@ -24,12 +26,13 @@ from stage0_preprocess.affwild2 import raw_video_name
 from stage0_preprocess.align import align_face
 from stage0_preprocess.annotations import parse_expr_annotation, write_expr_annotation
 from stage0_preprocess.run import Stage0Result, find_videos, merge_all as merge_shards
+from stage0_preprocess.stills import RecropResult, recrop_ferplus
 
 log = logging.getLogger(__name__)
 
 __all__ = ["run_videos", "ingest_affwild2", "merge_shards", "find_videos", "align_face",
            "write_expr_annotation", "parse_expr_annotation", "raw_video_name",
-           "Stage0Result"]
+           "Stage0Result", "recrop_ferplus", "RecropResult"]
 
 
 def ingest_affwild2(root: str | Path, out: str | Path, cfg: Config):

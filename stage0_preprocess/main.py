@@ -4,6 +4,7 @@
     fer-pipeline stage0 run --affwild2 ROOT --out DIR        re-detect Aff-Wild2's raw videos
     fer-pipeline stage0 merge --out DIR                      one manifest after sharded runs
     fer-pipeline stage0 ingest --affwild2 ROOT --out DIR     official crops + annotations
+    fer-pipeline stage0 recrop-ferplus --ferplus ROOT --out DIR   FERPlus in stage 0's framing
     python -m stage0_preprocess run --videos clips/ --out artifacts/stage0 stage0.detector.name=scrfd
 
 ``run`` writes ``DIR/crops/<video>/{k:05d}.jpg``, ``DIR/manifest.parquet`` (``manifest.shard-K-of-N
@@ -18,7 +19,7 @@ import logging
 from pathlib import Path
 
 from fer_pipeline.cliutil import add_config_args, resolve_config, summary
-from fer_pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK
+from fer_pipeline.errors import EXIT_INPUTS_FAILED, EXIT_OK, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     ing.add_argument("--affwild2", required=True, metavar="ROOT", help="Aff-Wild2 root folder")
     ing.add_argument("--out", required=True, metavar="DIR", help="output folder")
     ing.set_defaults(handler=ingest_command)
+    rc = add_config_args(s0.add_parser(
+        "recrop-ferplus", help="FERPlus re-cropped by this stage's detector + alignment (the inference framing)"))
+    rc.add_argument("--ferplus", required=True, metavar="ROOT",
+                    help="FERPlus folder with FER2013Train/ and FER2013Valid/ (each with label.csv)")
+    rc.add_argument("--out", required=True, metavar="DIR",
+                    help="output FERPlus folder (re-running skips its finished splits)")
+    rc.add_argument("--upscale", type=int, default=4, metavar="N",
+                    help="enlarge each image N x before detection (default 4: 48 -> 192 px)")
+    rc.add_argument("--pad", type=float, default=0.25, metavar="F",
+                    help="pad the enlarged image by F of its side on each edge (default 0.25)")
+    rc.set_defaults(handler=recrop_command)
 
 
 def ingest_command(args: argparse.Namespace) -> int:
@@ -79,6 +91,19 @@ def run_command(args: argparse.Namespace) -> int:
             f"complete), {n_failed} failed, {frames} frames ({100 * faces / max(frames, 1):.1f}% "
             f"with a face) -> {result.manifest or args.out}")
     return EXIT_INPUTS_FAILED if n_failed else EXIT_OK
+
+
+def recrop_command(args: argparse.Namespace) -> int:
+    from stage0_preprocess.api import recrop_ferplus
+
+    cfg = resolve_config(args)
+    if args.upscale < 1 or args.pad < 0:
+        raise UsageError(f"--upscale must be >= 1 and --pad >= 0, got {args.upscale} and {args.pad}")
+    result = recrop_ferplus(args.ferplus, args.out, cfg, upscale=args.upscale, pad=args.pad)
+    parts = [f"{s}: {c['aligned']} aligned, {c['original']} original framing (no face),"
+             f" {c['unreadable']} unreadable" for s, c in result.counts.items()]
+    summary(f"stage0 recrop-ferplus: {'; '.join(parts)} -> {result.out}")
+    return EXIT_OK
 
 
 def merge_command(args: argparse.Namespace) -> int:

@@ -99,9 +99,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False):
     return result
 
 
-def evaluate(cfg: Config, run_dir: str | Path | None = None):
+def evaluate(cfg: Config, run_dir: str | Path | None = None, flip: bool = False):
     """F1 report (confusion counts all-reduced over ranks) of the encoder's 8-way classifier on
-    the test split of ``cfg.stage1.data.sources``."""
+    the test split of ``cfg.stage1.data.sources``; ``flip``: test-time mirror averaging."""
     from stage1_image_encoder.engine import evaluate_images
     from stage1_image_encoder.sources import build_image_sets
 
@@ -111,7 +111,7 @@ def evaluate(cfg: Config, run_dir: str | Path | None = None):
     _, test, _ = build_image_sets(cfg.stage1.data.sources)
     if not len(test):
         raise UsageError("the configured stage-1 sources have no test images")
-    return evaluate_images(model.to(device), test, cfg, device)
+    return evaluate_images(model.to(device), test, cfg, device, flip=flip)
 
 
 def is_stage1_run(run_dir: str | Path) -> bool:

@@ -77,8 +77,9 @@ def _images(lst: ImageList, cfg: Config, augment=None) -> LabelledImages:
 
 @torch.inference_mode()
 def evaluate_images(model: torch.nn.Module, images: ImageList, cfg: Config,
-                    device: torch.device) -> F1Report:
-    """Confusion over the rank's share of ``images``, all-reduced over ranks."""
+                    device: torch.device, flip: bool = False) -> F1Report:
+    """Confusion over the rank's share of ``images``, all-reduced over ranks; ``flip``: classify
+    by the mean of the softmax of each image and of its mirror (test-time flip)."""
     ds = _images(images, cfg)
     idx = distributed.shard(range(len(ds)))
     loader = DataLoader(torch.utils.data.Subset(ds, idx), batch_size=cfg.stage1.train.batch_size * 2,
@@ -87,7 +88,11 @@ def evaluate_images(model: torch.nn.Module, images: ImageList, cfg: Config,
     cm = np.zeros((8, 8), np.int64)
     for x, y in loader:
         with autocast(device, cfg.stage1.train.amp):
-            pred = model(x.to(device)).argmax(-1).cpu().numpy()
+            x = x.to(device)
+            prob = model(x).float().softmax(-1)
+            if flip:
+                prob = prob + model(x.flip(-1)).float().softmax(-1)
+            pred = prob.argmax(-1).cpu().numpy()
         y = y.numpy()
         cm += confusion(y[y >= 0], pred[y >= 0])
     total = distributed.all_reduce_sum(torch.from_numpy(cm))

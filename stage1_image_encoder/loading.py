@@ -153,7 +153,7 @@ class LabelledImages(Dataset):
 
     ``boxes`` (N, 4) x, y, w, h: each image is first cropped to its box (clipped to the image;
     NaN row = whole image). Training augmentation (``augment`` given) then applies random
-    resized crop, horizontal flip, colour jitter, random erasing — on the uint8 tensor, before
+    resized crop, horizontal flip, rotation, colour jitter, blur, random erasing — on the uint8 tensor, before
     normalisation. An unreadable image, or one whose box lies outside it, yields a zero image
     with label -1 (and an all-zero soft row), which the loss ignores.
     """
@@ -186,9 +186,13 @@ class LabelledImages(Dataset):
             ops = [v2.RandomResizedCrop(self.size, scale=tuple(augment.crop_scale), ratio=(0.9, 1.1),
                                         antialias=True),
                    v2.RandomHorizontalFlip(augment.hflip)]
+            if augment.rotate > 0:
+                ops.append(v2.RandomRotation(augment.rotate))
             if augment.color_jitter > 0:
                 j = augment.color_jitter
                 ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+            if augment.blur > 0:
+                ops.append(v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.5))], p=augment.blur))
             self.train_tf = v2.Compose(ops)
             if augment.erase > 0:
                 self.erase = v2.RandomErasing(p=augment.erase, value=0)

@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--run", "--run-dir", dest="run", required=True, metavar="RUN_DIR|bundled",
                     help="stage-1 run dir, or 'bundled' for the encoder shipped with the package")
     ev.add_argument("--out", required=True, metavar="DIR", help="where stage1_eval.json goes")
+    ev.add_argument("--flip", action="store_true",
+                    help="test-time flip: average the class probabilities of each image and its mirror")
     ev.set_defaults(handler=eval_command)
     emb = add_config_args(s1.add_parser("embed", help="embed every manifest frame into the store"))
     emb.add_argument("--manifest", required=True, metavar="FILE",
@@ -129,11 +131,11 @@ def eval_command(args: argparse.Namespace) -> int:
     if not cfg.stage1.data.sources:
         raise UsageError("stage1.data.sources is empty: give the image sets to evaluate on "
                          "(e.g. --config with a ferplus source)")
-    report = evaluate(cfg, args.run)
+    report = evaluate(cfg, args.run, flip=args.flip)
     n = int(report.confusion.sum())
     result = evaluation_summary(report, n)
     if distributed.is_primary():
-        write_json(Path(args.out) / "stage1_eval.json", {"run": str(args.run), **result})
+        write_json(Path(args.out) / "stage1_eval.json", {"run": str(args.run), "flip": args.flip, **result})
         print(report.text())
         summary(f"stage1 eval: accuracy {100 * result['accuracy']:.2f}%, macro-F1 "
                 f"{100 * result['macro_f1']:.2f}% (classes present) on {n} test images -> "

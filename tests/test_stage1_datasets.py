@@ -473,3 +473,26 @@ def test_rafdb_only_mix_has_no_extras_and_unreadable_soft_rows_are_zero(tmp_path
     assert len(LabelledImages(train.paths, train.labels, cfg)[0]) == 2
     with pytest.raises(ValueError, match="boxes"):
         LabelledImages(train.paths, train.labels, cfg, boxes=np.zeros((1, 4)))
+
+
+def test_rotation_and_blur_augmentation_move_and_soften_the_face(tmp_path):
+    """``stage1.augment.rotate`` turns the image (corners filled black), ``blur`` smooths edges;
+    both off by default."""
+    img = np.zeros((48, 48, 3), np.uint8)
+    img[:, 24:] = 255                                       # a hard vertical edge
+    cv2.imwrite(str(tmp_path / "edge.png"), img)
+    cfg = EncoderModelConfig(img_size=48)
+    base = dict(hflip=0.0, crop_scale=[1.0, 1.0], color_jitter=0.0, erase=0.0)
+    plain = LabelledImages([str(tmp_path / "edge.png")], [0], cfg, AugmentConfig(**base))
+    assert AugmentConfig().rotate == 0 and AugmentConfig().blur == 0
+    torch.manual_seed(0)
+    rotated = _denorm(LabelledImages([str(tmp_path / "edge.png")], [0], cfg,
+                                     AugmentConfig(**base, rotate=45))[0][0], cfg)
+    blurred = _denorm(LabelledImages([str(tmp_path / "edge.png")], [0], cfg,
+                                     AugmentConfig(**base, blur=1.0))[0][0], cfg)
+    still = _denorm(plain[0][0], cfg)
+    mid = lambda x: ((x[0] > 20) & (x[0] < 235)).float().mean().item()      # noqa: E731
+    assert mid(still) < 0.01                                # the edge stays hard without either
+    assert mid(blurred) > 0.02                              # blur: grey pixels along the edge
+    top_right = rotated[0, :4, -4:]
+    assert (still[0, :4, -4:] > 235).all() and not (top_right > 235).all()   # the corner moved

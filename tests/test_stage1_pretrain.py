@@ -308,3 +308,32 @@ def test_any_timm_model_builds_cnns_without_img_size(name):
         out = model(torch.randn(2, 3, 48, 48))
         feat = embed(model, torch.randn(2, 3, 48, 48))
     assert out.shape == (2, 8) and feat.shape == (2, model.num_features)
+
+
+def test_eval_flip_scores_the_mean_softmax_of_each_image_and_its_mirror(tmp_path):
+    """A model that reads left-bright faces as a weak class 0 and right-bright ones as a strong
+    class 1: plain evaluation is right on left-bright images, test-time flip outvotes it."""
+    from stage1_image_encoder.engine import evaluate_images
+    from stage1_image_encoder.sources.common import ImageList
+
+    paths = []
+    for i in range(4):
+        img = np.zeros((48, 48), np.uint8)
+        img[:, :24] = 255
+        paths.append(str(tmp_path / f"{i}.png"))
+        cv2.imwrite(paths[-1], img)
+
+    class LeftRight(torch.nn.Module):
+        def forward(self, x):
+            left = x[..., : x.shape[-1] // 2].mean((1, 2, 3)) > x[..., x.shape[-1] // 2:].mean((1, 2, 3))
+            out = torch.zeros(len(x), 8)
+            out[left, 0] = 1.0                # weak: p = 0.28 against 0.10 for the others
+            out[~left, 1] = 6.0               # strong: p = 0.98
+            return out
+
+    cfg = load_config(overrides=["stage1.model.img_size=32", "stage1.model.grayscale=true",
+                                 "stage1.data.workers=0"])
+    images = ImageList(paths, np.zeros(4, np.int64), np.zeros(4, np.int64))
+    plain = evaluate_images(LeftRight(), images, cfg, torch.device("cpu"))
+    flipped = evaluate_images(LeftRight(), images, cfg, torch.device("cpu"), flip=True)
+    assert plain.confusion[0, 0] == 4 and flipped.confusion[0, 1] == 4

@@ -171,6 +171,8 @@ class AugmentConfig(_Strict):
     crop_scale: list[float] = [0.8, 1.0]
     color_jitter: float = Field(0.2, ge=0)
     erase: float = Field(0.25, ge=0, le=1)
+    rotate: float = Field(0.0, ge=0, le=180)   # degrees: uniform in [-rotate, rotate]
+    blur: float = Field(0.0, ge=0, le=1)       # probability of a 3x3 Gaussian blur
 
 
 class NAWKernelConfig(_Strict):
