@@ -32,10 +32,10 @@ download) and the demo starts from real faces. Select it with `stage1.model.pret
 | architecture | timm `{model}`, 8-way linear head over the pooled {dim}-d feature (the embedding) |
 | input | {size} x {size} face crop (stage 0's 5-point alignment, resized){grey}, ImageNet mean/std |
 | classes | {classes} (Aff-Wild2 order; FERPlus contempt -> Other) |
-| training data | FERPlus `FER2013Train`, 25,045 images kept by the FER+ majority rule (labels MIT, Microsoft; images: FER2013, Kaggle ICML 2013 challenge terms, research use) |
+| training data | {data} (labels MIT, Microsoft; images: FER2013, Kaggle ICML 2013 challenge terms, research use) |
 | loss | {loss} |
 | FER2013Valid (majority labels, {n} images) | accuracy **{acc:.2f} %**, macro-F1 over the classes present {f1:.2f} % |
-| weights | `checkpoint.safetensors`, float16, {mb:.1f} MB, SHA-256 `{sha}` |
+{aligned_row}| weights | `checkpoint.safetensors`, float16, {mb:.1f} MB, SHA-256 `{sha}` |
 | trained | {date}, {epochs} epochs, {minutes} on a 2-core CPU |
 
 Per class on FER2013Valid (F1 %): {per_class}.
@@ -45,7 +45,7 @@ Per class on FER2013Valid (F1 %): {per_class}.
 ```
 {command}
 python scripts/bundle_encoder.py RUN_DIR --ferplus ../shared/data/ferplus --command "..."
-fer-pipeline stage1 eval --run bundled --out DIR 'stage1.data.sources=[{{format: ferplus, root: ../shared/data/ferplus}}]'
+fer-pipeline stage1 eval --run bundled --out DIR 'stage1.data.sources=[{{format: ferplus, root: ../shared/data/ferplus}}]'{aligned_cmd}
 ```
 
 ## Intended use
@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run", type=Path, help="finished stage-1 run dir")
     ap.add_argument("--ferplus", type=Path, required=True, help="FERPlus folder for the evaluation")
     ap.add_argument("--command", required=True, help="the stage1 train command that made the run")
+    ap.add_argument("--aligned", type=Path,
+                    help="FERPlus re-cropped by `fer-pipeline stage0 recrop-ferplus`: also score FER2013Valid there")
+    ap.add_argument("--data", default="FERPlus `FER2013Train`, 25,045 images kept by the FER+ majority rule",
+                    help="the training data, in words, for the model card")
     ap.add_argument("--name", default=BUNDLED_NAME)
     ap.add_argument("--grayscale", action="store_true",
                     help="record stage1.model.grayscale: true (a model trained on greyscale faces only)")
@@ -97,11 +101,22 @@ def main(argv: list[str] | None = None) -> int:
     digest = sha256(out / "checkpoint.safetensors")
     (out / "bundled.json").write_text(json.dumps({"name": args.name, "sha256": digest}, indent=1) + "\n")
 
-    src = DataSource(format="ferplus", root=str(args.ferplus.resolve()))
-    ecfg = cfg.model_copy(update={"stage1": cfg.stage1.model_copy(update={
-        "data": cfg.stage1.data.model_copy(update={"sources": [src]})})})
-    report = evaluate(ecfg, out)
-    result = evaluation_summary(report, int(report.confusion.sum()))
+    def score(root: Path) -> dict:
+        src = DataSource(format="ferplus", root=str(root.resolve()))
+        ecfg = cfg.model_copy(update={"stage1": cfg.stage1.model_copy(update={
+            "data": cfg.stage1.data.model_copy(update={"sources": [src]})})})
+        report = evaluate(ecfg, out)
+        return evaluation_summary(report, int(report.confusion.sum()))
+
+    result = score(args.ferplus)
+    aligned = score(args.aligned) if args.aligned else None
+    aligned_row = aligned_cmd = ""
+    if aligned:
+        aligned_row = (f"| FER2013Valid re-cropped by stage 0 (`stage0 recrop-ferplus`, {aligned['n']} images) "
+                       f"| accuracy **{100 * aligned['accuracy']:.2f} %**, macro-F1 {100 * aligned['macro_f1']:.2f} % |\n")
+        aligned_cmd = ("\nfer-pipeline stage0 recrop-ferplus --ferplus ../shared/data/ferplus --out ALIGNED\n"
+                       "fer-pipeline stage1 eval --run bundled --out DIR 'stage1.data.sources=[{format: ferplus, "
+                       "root: ALIGNED}]'")
     rows = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
     timing = json.loads((args.run / "timing.json").read_text()) if (args.run / "timing.json").is_file() else {}
     nla = cfg.stage1.nla
@@ -117,12 +132,15 @@ def main(argv: list[str] | None = None) -> int:
         mb=(out / "checkpoint.safetensors").stat().st_size / 1e6, sha=digest,
         date=_dt.date.today().isoformat(), epochs=len(rows),
         minutes=f"{timing['wall_min']:.0f} min" if timing else f"{sum(r['epoch_s'] for r in rows) / 60:.0f} min",
-        per_class=per_class, command=args.command)
+        per_class=per_class, command=args.command, data=args.data, aligned_row=aligned_row,
+        aligned_cmd=aligned_cmd)
     (out / "MODEL_CARD.md").write_text(card)
     (out / "bundled.json").write_text(json.dumps({
         "name": args.name, "sha256": digest, "encoder_key": key, "model": cfg.stage1.model.name,
         "img_size": cfg.stage1.model.img_size, "command": args.command,
-        "fer2013valid": {k: result[k] for k in ("accuracy", "macro_f1", "n")}}, indent=1) + "\n")
+        "fer2013valid": {k: result[k] for k in ("accuracy", "macro_f1", "n")},
+        **({"fer2013valid_aligned": {k: aligned[k] for k in ("accuracy", "macro_f1", "n")}} if aligned else {})},
+        indent=1) + "\n")
     print(f"bundled {args.run} -> {out} ({(out / 'checkpoint.safetensors').stat().st_size / 1e6:.1f} MB, "
           f"FER2013Valid accuracy {100 * result['accuracy']:.2f} %)")
     return 0

@@ -35,6 +35,7 @@ import numpy as np
 
 from fer_pipeline.config import Config
 from fer_pipeline.errors import UsageError
+from fer_pipeline.io import file_sha256
 from fer_pipeline.progress import progress
 from stage0_preprocess.align import crop_face
 from stage0_preprocess.video import detect_batch, get_detector
@@ -68,22 +69,14 @@ def _label_rows(path: Path) -> list[tuple[str, list[str]]]:
     return rows
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def recrop_key(cfg: Config, label_files: list[Path], upscale: int, pad: float) -> dict:
     """Everything the re-cropped pixels depend on; its hash names the artifact."""
     det = cfg.stage0.detector
     path = getattr(get_detector(det), "path", None)      # the weights file actually loaded
-    weights = _file_sha(Path(path)) if path and Path(path).is_file() else None
+    weights = file_sha256(Path(path)) if path and Path(path).is_file() else None
     spec = {"format": FORMAT_VERSION, "detector": det.model_dump(mode="json"), "weights_sha256": weights,
             "align": cfg.stage0.align.model_dump(mode="json"), "upscale": upscale, "pad": pad,
-            "labels": {p.parent.name: _file_sha(p) for p in label_files}}
+            "labels": {p.parent.name: file_sha256(p) for p in label_files}}
     spec["key"] = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     return spec
 

@@ -11,13 +11,13 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from fer_pipeline.config import Config, EncoderModelConfig, load_config
 from fer_pipeline.errors import UsageError
+from fer_pipeline.io import file_sha256
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 BUNDLED_NAME = "ferplus_resnet10t"
@@ -31,12 +31,7 @@ def bundled_run() -> Path:
     return run
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256 = file_sha256          # the bundled weights' checksum (bundled.json)
 
 
 def verified_bundled_checkpoint() -> Path:
