@@ -60,6 +60,8 @@ class _Pending:
     remaining: int
     bad_jpegs: list[str] = field(default_factory=list)
     faces: int = 0       # face frames of the manifest (crops to read)
+    emb_flip: np.ndarray | None = None   # stage1.embed.flip: the flipped crops' embeddings
+    upgrade: bool = False                # complete already, without flipped-crop embeddings
 
 
 @dataclass
@@ -107,17 +109,26 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
     max_bad = cfg.stage1.embed.max_bad_crops
     sizes = manifest.groupby("video").size().sort_index()        # ranks share the frames evenly
     videos = distributed.shard(list(sizes.index), weights=sizes.to_numpy())
+    flip = cfg.stage1.embed.flip
+    upgrades = 0
     for name, rows in manifest[manifest["video"].isin(videos)].groupby("video", sort=True):
         rows = rows.sort_values("frame")
-        if store.is_complete(name):
+        complete = store.is_complete(name)
+        if complete and (not flip or store.has_flip(name)):
             skipped.append(name)
             continue
+        upgrades += complete
         T = len(rows)
         faces = int(rows["has_face"].sum())
         pending.append(_Pending(name, rows.reset_index(drop=True), np.zeros((T, dim), np.float16),
-                                np.zeros(T, bool), faces, faces=faces))
+                                np.zeros(T, bool), faces, faces=faces,
+                                emb_flip=np.zeros((T, dim), np.float16) if flip else None,
+                                upgrade=complete))
     if skipped:
         log.info("%d video(s) already complete in %s, skipped", len(skipped), store_path)
+    if upgrades:
+        log.info("%d complete video(s) without flipped-crop embeddings: embedded again with "
+                 "them (stage1.embed.flip)", upgrades)
 
     # One flat, ordered list of crops of all pending videos: (pending index, row index, path).
     owners, positions, paths = [], [], []
@@ -132,7 +143,7 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
         """Check a video whose crops are all embedded and queue its store write."""
         if stopped:
             return
-        if nonfinite_rows(p.emb).size:
+        if nonfinite_rows(p.emb).size or (p.emb_flip is not None and nonfinite_rows(p.emb_flip).size):
             msg = f"{p.name}: encoder produced NaN/Inf embeddings; video not written"
             log.error(msg)
             failures.append(msg)
@@ -150,7 +161,8 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
                         p.name, bad, p.faces, p.bad_jpegs[0])
         labels = p.rows["label"].to_numpy(np.int8)
         writes.append((p, writer.submit(store.write_video, p.name, p.emb, labels, p.face,
-                                        _video_attrs(p.rows), replace=False)))
+                                        _video_attrs(p.rows), replace=p.upgrade,
+                                        emb_flip=p.emb_flip)))
         settle(keep=MAX_QUEUED_WRITES)
 
     def settle(keep: int) -> None:
@@ -206,6 +218,9 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
                 idx, ok = idx.numpy(), ok.numpy()
                 p = pending[owners[idx[0]]]
                 rows = positions[idx]
+                if flip:                  # [embeddings | flipped-crop embeddings]
+                    out, out_flip = np.split(out, 2, axis=1)
+                    p.emb_flip[rows[ok]] = out_flip[ok]
                 p.emb[rows[ok]] = out[ok]
                 p.face[rows[ok]] = True
                 p.bad_jpegs += [paths[i] for i in idx[~ok]]
@@ -224,6 +239,8 @@ def embed_manifest(manifest: pd.DataFrame, model: torch.nn.Module, cfg: Config, 
                     x = images.to(device, non_blocking=True)
                     x = normalize(x, out=None if buf is None else buf[:len(x)]).to(dtype)
                     out = embed(model, x)
+                    if flip:              # the same crops mirrored left-right
+                        out = torch.cat([out, embed(model, x.flip(-1))], dim=1)
                     ready = None
                     if not on_cpu:
                         host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)

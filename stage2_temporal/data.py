@@ -36,6 +36,8 @@ class TemporalCache:
     videos: list[str]
     starts: np.ndarray | None = None   # (V,) int64 rows of the videos' first frames
     nonfinite: np.ndarray | None = None  # rows holding NaN/Inf, found while loading (None: not checked)
+    flip: torch.Tensor | None = None     # (M, D) float16 embeddings of the flipped crops, row for
+                                         # row with ``emb`` (``load_flip``; None: not loaded)
 
     def __post_init__(self):
         if self.starts is None:
@@ -55,7 +57,7 @@ class TemporalCache:
         np.cumsum(lengths, out=offsets[1:])
         return TemporalCache(self.emb, self.label, self.face, offsets,
                              [self.videos[i] for i in indices],
-                             self.starts[list(indices)].copy())
+                             self.starts[list(indices)].copy(), flip=self.flip)
 
     def subset_names(self, names: list[str]) -> TemporalCache:
         pos = {v: i for i, v in enumerate(self.videos)}
@@ -136,21 +138,46 @@ def load_checked(store: EmbeddingStore, index: StoreIndex, data: Stage2DataConfi
     return cache
 
 
+class _DeviceRows:
+    """A device tensor that takes numpy row blocks by slice assignment (``read_into``)."""
+
+    def __init__(self, t: torch.Tensor):
+        self.t = t
+
+    def __setitem__(self, sl, a):
+        self.t[sl] = torch.from_numpy(np.ascontiguousarray(a)).to(self.t.device)
+
+
 def _load_to_device(store: EmbeddingStore, index: StoreIndex, device: torch.device) -> TemporalCache:
     N = index.frames
     emb = torch.empty((N, index.dim), dtype=torch.float16, device=device)
     label = torch.empty(N, dtype=torch.int8, device=device)
     face = torch.empty(N, dtype=torch.bool, device=device)
 
-    class _Dev:     # numpy rows -> device rows
-        def __init__(self, t):
-            self.t = t
-
-        def __setitem__(self, sl, a):
-            self.t[sl] = torch.from_numpy(np.ascontiguousarray(a)).to(device)
-
-    bad = store.read_into(index, _Dev(emb), _Dev(label), _Dev(face))
+    bad = store.read_into(index, _DeviceRows(emb), _DeviceRows(label), _DeviceRows(face))
     return TemporalCache(emb, label, face, index.offsets.copy(), list(index.videos), nonfinite=bad)
+
+
+def load_flip(store: EmbeddingStore, cache: TemporalCache) -> TemporalCache:
+    """Add the flipped-crop embeddings (``stage1.embed.flip``) of ``cache``'s videos, row for row
+    with its embeddings, where they live (host RAM, or the device for ``preload: device``; a
+    second (N, D) float16 array: the embeddings' memory twice). ``cache`` must be a whole loaded
+    store (its videos its rows in order). A ``UsageError`` names videos without them or with
+    NaN/Inf in them."""
+    if not cache.contiguous():
+        raise ValueError("load_flip needs the loaded store itself, not a view of it")
+    flip = torch.empty(cache.emb.shape, dtype=torch.float16, device=cache.emb.device)
+    bad = store.read_flip_into(cache.videos, flip.numpy() if flip.device.type == "cpu"
+                               else _DeviceRows(flip))
+    if bad.size:
+        owner = np.searchsorted(cache.offsets, bad, side="right") - 1
+        names = sorted({cache.videos[v] for v in owner})
+        from fer_pipeline.errors import UsageError
+
+        raise UsageError(f"{store.path}: {bad.size} flipped-crop embedding(s) hold NaN/Inf in "
+                         f"{', '.join(names[:5])}; re-embed those videos")
+    cache.flip = flip
+    return cache
 
 
 @dataclass
@@ -163,12 +190,14 @@ class ClipBatch:
 
 def gather_clips(cache: TemporalCache, starts: torch.Tensor, lengths: torch.Tensor,
                  clip_len: int, rates: torch.Tensor | None = None,
-                 device: torch.device | str | None = None) -> ClipBatch:
+                 device: torch.device | str | None = None, with_flip: bool = False) -> ClipBatch:
     """Gather B clips of ``clip_len`` tokens. Clip b reads array rows ``starts[b] + floor(k *
     rates[b])`` for k < clip_len (rate 1: consecutive frames: one contiguous range of the array,
     and of the file when it is memory-mapped), as long as the offset is below ``lengths[b]``
     (the raw frames it may read, within its video); the rest is padding. The batch is built
-    where the cache lives and moved to ``device`` (the model's) when that differs."""
+    where the cache lives and moved to ``device`` (the model's) when that differs.
+    ``with_flip``: ``x`` is (B, P, 2D), each frame's embedding then its flipped crop's
+    (``cache.flip``), so frame skipping keeps the two halves of a frame together."""
     out_device = torch.device(device) if device is not None else cache.emb.device
     device = cache.emb.device
     starts = starts.to(device)
@@ -181,6 +210,10 @@ def gather_clips(cache: TemporalCache, starts: torch.Tensor, lengths: torch.Tens
     rows = torch.where(inside, starts[:, None] + offs, 0)
     B = rows.shape[0]
     x = cache.emb.index_select(0, rows.reshape(-1)).view(B, clip_len, -1).float()  # (B, P, D)
+    if with_flip:
+        if cache.flip is None:
+            raise ValueError("with_flip: the cache holds no flipped-crop embeddings (load_flip)")
+        x = torch.cat([x, cache.flip.index_select(0, rows.reshape(-1)).view(B, clip_len, -1).float()], -1)
     if not bool(inside.all()):
         x.masked_fill_(~inside[..., None], 0.0)
     face = cache.face[rows] & inside

@@ -97,9 +97,13 @@ def _train_worker(args: argparse.Namespace) -> None:
         return
     if res.report is not None:
         _report_lines(res)
+        chosen = {"last": "the last epoch",
+                  "selection": f"chosen on {res.select_videos} held-out training video"
+                               f"{'s' if res.select_videos != 1 else ''}",
+                  "val": "chosen on these val videos: optimistic; stage2.data.select_ratio > 0 "
+                         "or stage2.train.keep=last reports an unchosen figure"}[res.chosen_on]
         summary(f"stage2 train: val macro-F1 {100 * res.report.macro_f1:.2f} (checkpoint of epoch "
-                f"{res.best_epoch}{', chosen on val' if cfg.stage2.train.keep == 'best' else ''}; "
-                f"last epoch {100 * (res.last_f1 or 0):.2f}"
+                f"{res.best_epoch}, {chosen}; last epoch {100 * (res.last_f1 or 0):.2f}"
                 f"{', stopped early' if res.stopped_early else ''}) -> {res.run_dir}")
     else:
         summary(f"stage2 train: no val videos; last-epoch checkpoint -> {res.run_dir}")

@@ -41,6 +41,9 @@ class TrainResult:
     last_f1: float | None
     stopped_early: bool = False
     eval: EvalResult | None = None     # the kept checkpoint on the validation videos
+    chosen_on: str = "last"            # what chose the kept checkpoint: last (keep: last),
+                                       # selection (held-out training videos) or val
+    select_videos: int = 0
 
 
 def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool = False,
@@ -90,8 +93,10 @@ def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool
     if val_c.videos:
         evaluated = evaluate_run(run_dir, store_path, cache=data)   # the data loaded above
         report, post = evaluated.report, evaluated.post_report
+    chosen_on = ("last" if cfg.stage2.train.keep == "last" else
+                 "selection" if select_c is not None and select_c.videos else "val")
     return TrainResult(run_dir, report, post, result.best_epoch, result.last_f1, result.stopped_early,
-                       evaluated)
+                       evaluated, chosen_on, len(select_c.videos) if select_c else 0)
 
 
 def load_run_model(run_dir: str | Path) -> tuple[torch.nn.Module, Config, dict, dict]:

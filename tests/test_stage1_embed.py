@@ -236,6 +236,53 @@ def test_missing_manifest_is_usage_error(tmp_path, tiny_cfg):
         run_embed(tmp_path / "nope.parquet", tiny_cfg, store=tmp_path / "s")
 
 
+def test_flip_stores_the_mirrored_crops_embedding_beside_the_plain_one(ingested, tmp_path):
+    """``stage1.embed.flip``: each frame's second embedding is the encoder on its crop mirrored
+    left-right, in the same store entry; a store embedded without it gains it on a re-run
+    (plain rows unchanged), and a further re-run skips every video."""
+    from stage1_image_encoder.loading import BatchNormalizer, crop_tensor, read_image
+
+    from fer_pipeline.runs import resolve_device
+    from stage1_image_encoder.model import for_inference
+
+    cfg = load_config(overrides=TINY_SWIN + ["stage1.embed.batch_size=8"])
+    flip_cfg = load_config(overrides=TINY_SWIN + ["stage1.embed.batch_size=8", "stage1.embed.flip=true"])
+    res = run_embed(ingested, cfg, store=tmp_path / "store")
+    assert res.written and not res.failures
+    store = EmbeddingStore.open(tmp_path / "store")
+    plain = _store_arrays(tmp_path / "store")
+    assert not any(store.has_flip(v) for v in store.videos())
+    with pytest.raises(UsageError, match="no flipped-crop embeddings.*stage1.embed.flip=true"):
+        store.read_flip_into(store.videos(), np.zeros((10_000, store.dim), np.float16))
+
+    again = run_embed(ingested, flip_cfg, store=tmp_path / "store")      # adds the flipped rows
+    assert sorted(again.written) == sorted(plain) and not again.skipped
+    store = EmbeddingStore.open(tmp_path / "store")
+    for v, arrays in plain.items():
+        rec = store.read_video(v)
+        for x, y in zip((rec.emb, rec.label, rec.face), arrays):
+            np.testing.assert_array_equal(x, y)
+        assert store.has_flip(v) and rec.emb_flip.shape == rec.emb.shape
+        assert not rec.emb_flip[~rec.face].any()                      # no-face rows stay zero
+
+    model, mcfg = encoder_from(flip_cfg)
+    model, dtype = for_inference(model, resolve_device(flip_cfg))
+    norm = BatchNormalizer(mcfg)
+    manifest = read_manifest(ingested)
+    video, g = next(iter(manifest.groupby("video")))
+    g = g.sort_values("frame")
+    rec = store.read_video(video)
+    for frame, path in list(zip(g.frame[g.has_face], g.crop_path[g.has_face]))[:6]:
+        x = crop_tensor(read_image(path), mcfg.img_size, mcfg.grayscale)[None]
+        with torch.inference_mode():
+            want = embed(model, norm(x.flip(-1)).to(dtype))[0].float().numpy()
+        np.testing.assert_allclose(rec.emb_flip[frame - 1].astype(np.float32), want, rtol=1e-2, atol=2e-3)
+        assert not np.allclose(rec.emb_flip[frame - 1], rec.emb[frame - 1], atol=2e-3)
+
+    third = run_embed(ingested, flip_cfg, store=tmp_path / "store")      # resume: nothing to do
+    assert not third.written and sorted(third.skipped) == sorted(plain)
+
+
 def _store_arrays(path):
     store = EmbeddingStore.open(path)
     return {v: (r.emb, r.label, r.face) for v in store.videos() for r in [store.read_video(v)]}

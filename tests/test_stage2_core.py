@@ -93,6 +93,26 @@ def test_positional_options(pos):
     assert not torch.allclose(out[0, 0], out[0, 10])
 
 
+@pytest.mark.parametrize("pos", ["none", "sine", "learned"])
+def test_frame_order_reaches_the_output_only_with_positions(pos):
+    """Without positional encoding the Transformer is permutation-equivariant: shuffling a
+    clip's frames shuffles its outputs the same way, so frame order cannot be used. With sine or
+    learned positions the shuffled clip gives other outputs."""
+    cfg = load_config(overrides=[f"stage2.model.pos={pos}", "stage2.model.d_model=16",
+                                 "stage2.model.ff=16", "stage2.model.heads=2"])
+    torch.manual_seed(0)
+    model = TemporalTransformer(4, cfg.stage2.model, max_len=20).eval()
+    x, valid = torch.randn(1, 20, 4), torch.ones(1, 20, dtype=torch.bool)
+    valid[0, 3] = False
+    perm = torch.randperm(20, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out, shuffled = model(x, valid), model(x[:, perm], valid[:, perm])
+    if pos == "none":
+        torch.testing.assert_close(shuffled, out[:, perm], rtol=1e-5, atol=1e-5)
+    else:
+        assert (shuffled - out[:, perm]).abs().max() > 1e-3
+
+
 def test_window_starts_cover_the_video():
     assert window_starts(30, 100, 50) == [0]
     assert window_starts(100, 100, 50) == [0]

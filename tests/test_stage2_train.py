@@ -64,6 +64,28 @@ def test_train_writes_the_run_and_learns(trained):
     assert f1["frames_scored"] == int((preds.label >= 0).sum())
 
 
+def test_plain_train_chooses_its_checkpoint_on_videos_it_does_not_report(trained):
+    """The default ``stage2.data.select_ratio`` holds whole training videos out: they choose the
+    kept epoch, never the validation videos the summary line reports."""
+    run, r = trained
+    info = json.loads((run / "stage2.json").read_text())
+    chosen, reported, trained_on = (set(info["select_videos"]), set(info["val_videos"]),
+                                    set(info["train_videos"]))
+    assert chosen and reported and not chosen & reported and not chosen & trained_on
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    kept = max(rows, key=lambda x: x["select_macro_f1"])       # first best: ties keep the earlier
+    assert f"checkpoint of epoch {kept['epoch']}, chosen on {len(chosen)} held-out training" \
+        in r.stdout.splitlines()[-1]
+
+
+def test_choosing_on_val_is_named_optimistic(store, tmp_path):
+    r = cli("stage2", "train", "--store", store, "--out", tmp_path / "run", *SMALL,
+            "stage2.train.epochs=2", "stage2.data.select_ratio=0")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "chosen on these val videos: optimistic" in r.stdout.splitlines()[-1]
+    assert json.loads((tmp_path / "run" / "stage2.json").read_text())["select_videos"] == []
+
+
 def test_eval_with_two_gloo_ranks_equals_one_process(trained):
     run, _ = trained
     assert cli("stage2", "eval", "--run", run, *CPU_RANKS).returncode == 0

@@ -137,6 +137,7 @@ class EmbedConfig(_Strict):
     workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     dtype: Literal["float16"] = "float16"
     max_bad_crops: float = Field(0.05, ge=0, le=1)
+    flip: bool = False
 
 
 class DataSource(_Strict):
@@ -248,7 +249,7 @@ class Stage2DataConfig(_Strict):
     folds: int = Field(3, ge=1)
     fold: int = Field(0, ge=0)
     val_ratio: float = Field(0.3, gt=0, lt=1)
-    select_ratio: float = Field(0.0, ge=0, lt=1)
+    select_ratio: float = Field(0.15, ge=0, lt=1)
     preload: Literal["cpu", "device", "mmap"] = "cpu"
     shm_dir: str = "/dev/shm"
     cache_dir: str | None = None
@@ -296,7 +297,7 @@ VNAW_FORMS: dict[str, dict[str, Any]] = {
 
 class VNAWConfig(NAWWeightConfig):
     enabled: bool = True
-    form: Literal["paper", "frame_detached"] = "frame_detached"
+    form: Literal["paper", "frame_detached"] = "paper"
 
 
 class Stage2LossConfig(_Strict):

@@ -8,6 +8,9 @@ Zarr v3 directory, one per encoder::
     <store>/videos/<video>/emb        (T, D) float16, no-face rows zero
     <store>/videos/<video>/label      (T,) int8, -1 = not annotated
     <store>/videos/<video>/face       (T,) bool
+    <store>/videos/<video>/emb_flip   (T, D) float16, optional (``stage1.embed.flip``): the
+                                      embedding of each horizontally flipped crop; the video's
+                                      attrs then hold ``flip: true``
     <store>/videos/<video>/zarr.json  attrs: fps, split, source, n_frames, encoder_key, created,
                                       complete (written last: the completion marker)
     <store>/.locks/, <store>/.staging/   writers' locks and half-written videos (``writer``)
@@ -56,6 +59,7 @@ class VideoRecord:
     label: np.ndarray    # (T,) int8
     face: np.ndarray     # (T,) bool
     attrs: dict[str, Any]
+    emb_flip: np.ndarray | None = None   # (T, D) float16 of the flipped crops, when stored
 
 
 class StoreBase:
@@ -128,6 +132,14 @@ class StoreBase:
             g = self._videos_group()[video]
             return bool(g.attrs.get("complete", False))
         except (KeyError, ValueError, OSError):  # missing or half-written zarr.json
+            return False
+
+    def has_flip(self, video: str) -> bool:
+        """Whether a complete video also holds the embeddings of its flipped crops."""
+        try:
+            g = self._videos_group()[video]
+            return bool(g.attrs.get("complete", False) and g.attrs.get("flip", False))
+        except (KeyError, ValueError, OSError):
             return False
 
     def videos(self) -> list[str]:

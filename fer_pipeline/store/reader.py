@@ -63,7 +63,33 @@ class StoreReader(StoreBase):
         if not self.is_complete(video):
             raise KeyError(f"{self.path}: video {video!r} is missing or incomplete")
         g = self._videos_group()[video]
-        return VideoRecord(video, g["emb"][:], g["label"][:], g["face"][:], g.attrs.asdict())
+        return VideoRecord(video, g["emb"][:], g["label"][:], g["face"][:], g.attrs.asdict(),
+                           g["emb_flip"][:] if g.attrs.get("flip", False) else None)
+
+    def read_flip_into(self, videos: list[str], out, row0: int = 0) -> np.ndarray:
+        """Fill rows of ``out`` (as ``read_into``: any array-like taking slice assignment) with
+        the flipped-crop embeddings of ``videos``, one after the other from ``row0``; a
+        ``UsageError`` naming the videos without them. Returns the rows holding NaN/Inf."""
+        lacking = [v for v in videos if not self.has_flip(v)]
+        if lacking:
+            raise UsageError(
+                f"{self.path}: {len(lacking)} video(s) have no flipped-crop embeddings "
+                f"({', '.join(lacking[:5])}{' ...' if len(lacking) > 5 else ''}); re-run "
+                f"`fer-pipeline stage1 embed ... stage1.embed.flip=true` on this store (it adds "
+                f"them to the videos already embedded)")
+        grp = self._videos_group()
+        bad, s = [], row0
+        for v in videos:
+            arr = grp[v]["emb_flip"]
+            T = arr.shape[0]
+            for a in range(0, T, READ_ROWS):
+                block = arr[a:min(a + READ_ROWS, T)]
+                rows = nonfinite_rows(block)
+                if rows.size:
+                    bad.append(rows + (s + a))
+                out[s + a:s + a + len(block)] = block
+            s += T
+        return np.concatenate(bad) if bad else np.zeros(0, np.int64)
 
     def index(self, videos: list[str] | None = None) -> StoreIndex:
         """The layout of the given (default: all complete) videos, in that order, without reading
@@ -195,6 +221,8 @@ class StoreReader(StoreBase):
                     g.create_dataset("emb", data=rec.emb, chunks=True)
                     g.create_dataset("label", data=rec.label)
                     g.create_dataset("face", data=rec.face)
+                    if rec.emb_flip is not None:
+                        g.create_dataset("emb_flip", data=rec.emb_flip, chunks=True)
                     for k, v in rec.attrs.items():
                         g.attrs[k] = v if isinstance(v, (str, int, float, bool)) else json.dumps(v)
         return Path(path)

@@ -112,17 +112,22 @@ class StoreWriter(StoreBase):
 
     # ------------------------------------------------------------------ write
     def write_video(self, video: str, emb: np.ndarray, label: np.ndarray, face: np.ndarray,
-                    attrs: dict[str, Any], replace: bool = True) -> bool:
+                    attrs: dict[str, Any], replace: bool = True,
+                    emb_flip: np.ndarray | None = None) -> bool:
         """Write one video under its lock: into a staging group (completion marker last), then
         renamed into place, replacing any group of that name. With ``replace=False`` a video
         that is complete by the time the lock is held (another writer finished it) is left as
         it is. Returns whether this call wrote it. An ``OSError`` (disk full, read-only) leaves
-        no trace of this video in the store."""
+        no trace of this video in the store. ``emb_flip``: the embeddings of the horizontally
+        flipped crops, written beside ``emb`` in the same group (attrs ``flip: true``)."""
         T = len(label)
         label = check_labels(label, video)           # -1..7 only (ValueError names the frame)
-        if emb.shape != (T, self.dim) or face.shape != (T,):
+        if emb.shape != (T, self.dim) or face.shape != (T,) or (
+                emb_flip is not None and emb_flip.shape != emb.shape):
             raise ValueError(f"{video}: shapes emb {emb.shape}, label {label.shape}, "
-                             f"face {face.shape} disagree (dim {self.dim})")
+                             f"face {face.shape}"
+                             f"{'' if emb_flip is None else f', emb_flip {emb_flip.shape}'} "
+                             f"disagree (dim {self.dim})")
         with self._video_lock(video):
             if not replace and self.is_complete(video):
                 return False
@@ -132,9 +137,13 @@ class StoreWriter(StoreBase):
                 g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
                 g.create_array("emb", data=np.ascontiguousarray(emb, dtype=np.float16),
                                chunks=(chunk_rows(T), self.dim), compressors=None)
+                if emb_flip is not None:
+                    g.create_array("emb_flip", data=np.ascontiguousarray(emb_flip, dtype=np.float16),
+                                   chunks=(chunk_rows(T), self.dim), compressors=None)
                 g.create_array("label", data=np.asarray(label, dtype=np.int8))
                 g.create_array("face", data=np.asarray(face, dtype=bool))
                 g.attrs.update({**attrs, "n_frames": int(T), "encoder_key": self.encoder_key,
+                                "flip": emb_flip is not None,
                                 "created": _dt.datetime.now().isoformat(timespec="seconds")})
                 g.attrs.update({"complete": True})
                 final = self.path / "videos" / video
