@@ -27,7 +27,7 @@ from stage2_temporal.augment import drop_frames, raw_span
 from stage2_temporal.data import ClipSampler, TemporalCache, gather_clips
 from stage2_temporal.evaluate import evaluate
 from stage2_temporal.heads import decision_rule
-from stage2_temporal.losses import balanced_class_weights, vnaw_loss
+from stage2_temporal.losses import balanced_class_weights, vnaw_loss, vnaw_official_loss
 from stage2_temporal.model import CascadeTransformer, TemporalTransformer
 
 log = logging.getLogger(__name__)
@@ -63,16 +63,28 @@ def clip_loss(net, cache: TemporalCache, clips, cfg: Config, progress: float,
     starts, lengths, rates = clips
     remove = net.training and s2.aug.enabled and s2.aug.drop_mode == "remove"
     span = raw_span(s2.data.clip_len, s2.aug) if remove else s2.data.clip_len
-    batch = gather_clips(cache, starts, lengths, span, rates, device=device)
-    if remove:
+    flip = net.training and s2.needs_flip()
+    batch = gather_clips(cache, starts, lengths, span, rates, device=device, with_flip=flip)
+    if remove:                  # with flip, a frame's two halves are kept or dropped together
         batch, _ = drop_frames(batch, s2.data.clip_len, s2.aug)
-    with autocast(device or batch.x.device, s2.train.amp):
-        logits, keys = net(batch.x, batch.valid, return_keys=True)
+    if flip:                    # the clip and its flipped-crop twin, one forward of 2B clips
+        x, x_flip = batch.x.chunk(2, dim=-1)
+        batch = type(batch)(x, batch.label, batch.valid, batch.inside)
+        with autocast(device or x.device, s2.train.amp):
+            both, keys = net(torch.cat([x, x_flip]), batch.valid.repeat(2, 1), return_keys=True)
+        (logits, flip_logits), keys = both.chunk(2), keys[:len(x)]
+    else:
+        with autocast(device or batch.x.device, s2.train.amp):
+            logits, keys = net(batch.x, batch.valid, return_keys=True)
     mask = batch.inside
     if s2.aug.drop_mode == "key_mask" and s2.aug.drop_loss == "exclude":
         mask = mask & ~(batch.valid & ~keys)           # leave key-dropped frames out
-    loss, w = vnaw_loss(logits, batch.label, mask, progress, s2.naw, s2.model.head,
-                        s2.loss_target(), class_weights, s2.grad_through_weight())
+    if flip:
+        loss, w = vnaw_official_loss(logits, flip_logits, batch.label, mask, progress,
+                                     class_weights, s2.grad_through_weight())
+    else:
+        loss, w = vnaw_loss(logits, batch.label, mask, progress, s2.naw, s2.model.head,
+                            s2.loss_target(), class_weights, s2.grad_through_weight())
     return loss, w, logits, batch
 
 

@@ -11,7 +11,9 @@ Per clip i with annotated frames A_i (label >= 0, and in the loss mask):
 
 ``naw.form: paper`` is eqs. 9-12 as written: clip target, w with gradient (no stop-gradient in
 the paper; both official codes compute w from the live softmax), C as NLA. ``frame_detached`` is
-the frame target with w a per-clip constant. Clips without annotated frames do not count. ``naw.enabled = False`` gives w = 0 (plain CE).
+the frame target with w a per-clip constant. ``official`` is the official code's training loss
+(``vnaw_official_loss``: per-frame weights, 0.5 CE + 0.5 w-weighted CE + 0.4 JSD against the
+clip of flipped crops). Clips without annotated frames do not count. ``naw.enabled = False`` gives w = 0 (plain CE).
 Class weights, when given, weight each frame's CE by its class (frame target) or the clip's CE
 by its majority class (clip target).
 """
@@ -70,6 +72,68 @@ def vnaw_loss(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor, pro
     else:
         w = torch.zeros_like(ce)
     return ((1.0 + w) * ce).mean(), w.detach().mean()
+
+
+# The official code's own kernel (src/utils.py, Integrated_Co_GA_Loss.__init__, lines 264-271):
+# mu_T = (0.50, 0.50), Sigma_T = [[0.75, -0.50 eps], [-0.50 eps, 0.75]], mu_F = (0.30, 0.15),
+# Sigma_F = [[0.85, 0.80], [0.80, 0.85]], no normalising constant (co_gau, lines 302-307), written
+# here in the std/ratio form of ``fer_pipeline.naw`` (var = s^2 (1 + 1/r^2), cov = s^2 (1 - 1/r^2)).
+OFFICIAL_KERNEL = {"mu_t": (0.50, 0.50), "mu_f": (0.30, 0.15),
+                   "std_t": 0.625 ** 0.5, "ratio_t": 5 ** 0.5,        # var 0.75, cov 0.50
+                   "std_f": 0.825 ** 0.5, "ratio_f": 33 ** 0.5,       # var 0.85, cov 0.80
+                   "normalize": False, "slope": 15.0}    # eps = 1 - exp(-15 epoch / epochs), l. 311
+OFFICIAL_LAM_A, OFFICIAL_LAM_B = 0.5, 0.4                # train_exp.py --lam_a / --lam_b, ll. 35-36
+
+
+def official_jsd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``jensen_shannon_divergence`` of the official code (src/utils.py, lines 253-258) on (N, K)
+    logits: the midpoint is taken of the *logits*, m = (a + b) / 2, and each term is
+    ``F.kl_div(log_softmax(x), softmax(m), reduction='sum')`` = KL(softmax(m) || softmax(x))
+    summed over frames and classes; the result is half their sum."""
+    import torch.nn.functional as F
+
+    m = F.softmax(0.5 * (a + b), dim=1)
+    return 0.5 * (F.kl_div(F.log_softmax(a, dim=1), m, reduction="sum")
+                  + F.kl_div(F.log_softmax(b, dim=1), m, reduction="sum"))
+
+
+def vnaw_official_loss(logits: torch.Tensor, flip_logits: torch.Tensor, label: torch.Tensor,
+                       mask: torch.Tensor, progress: float,
+                       class_weights: torch.Tensor | None = None,
+                       weight_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official V-NAW training loss (``naw.form: official``), term by term as
+    ``train_exp.py`` lines 83-101 (``--type NLA``, the default; ``DDP_train_exp.py`` lines
+    124-126 is the same) computes it on the (B * P) frames of a batch:
+
+        loss = lam_a * CE + (1 - lam_a) * NAW + lam_b * JSD          lam_a 0.5, lam_b 0.4
+        CE   = mean over frames of CE(logits_f, y_f)                 (nn.CrossEntropyLoss())
+        NAW  = mean over frames of w_f * CE(logits_f, y_f)           (Integrated_Co_GA_Loss)
+        w_f  = T or F kernel (``OFFICIAL_KERNEL``) at (p_f[y_f], largest other p_f) of the
+               frame's own softmax, with gradient (the official code has no detach)
+        JSD  = ``official_jsd(logits, flip_logits)`` summed over the frames
+
+    ``flip_logits``: the same model on the clip of horizontally flipped crops (the official
+    model runs the flipped clip through the temporal model separately, model.py
+    ``VideoFeatureModel_concat.forward``). Frames that count: ``mask`` and annotated (the
+    official data has a label on every frame). ``class_weights`` weight each frame's CE (the
+    official code has none). Returns (loss, mean frame weight, detached)."""
+    import torch.nn.functional as F
+
+    counted = mask & (label >= 0)
+    if not counted.any():
+        zero = logits.sum() * 0.0 + flip_logits.sum() * 0.0
+        return zero, zero.detach()
+    a, b, y = logits[counted].float(), flip_logits[counted].float(), label[counted].long()
+    ce = F.cross_entropy(a, y, reduction="none")                      # (N,)
+    wts = class_weights.to(ce.device)[y] if class_weights is not None else torch.ones_like(ce)
+    w = naw_weight(a.softmax(1), y, progress, **OFFICIAL_KERNEL)
+    if not weight_grad:
+        w = w.detach()
+    ce_term = (wts * ce).sum() / wts.sum()
+    naw_term = (wts * w * ce).sum() / wts.sum()
+    loss = (OFFICIAL_LAM_A * ce_term + (1 - OFFICIAL_LAM_A) * naw_term
+            + OFFICIAL_LAM_B * official_jsd(a, b))
+    return loss, w.detach().mean()
 
 
 def balanced_class_weights(labels: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from fer_pipeline.metrics import F1Report, plot_confusion, to_markdown
 from fer_pipeline.plots import plot_curves
 from fer_pipeline.runs import init_run_dir, resume_config, setup_rank
 from fer_pipeline.store import EmbeddingStore
-from stage2_temporal.data import TemporalCache, load_checked
+from stage2_temporal.data import TemporalCache, load_checked, load_flip
 from stage2_temporal.engine import build_model, eval_stride, fit
 from stage2_temporal.evaluate import EvalResult, evaluate
 from stage2_temporal.heads import decide, decision_rule
@@ -67,6 +67,8 @@ def train(store_path: str | Path, run_dir: str | Path, cfg: Config, resume: bool
     # one loaded array (one per node under DDP); the splits are index views of it
     needed = [index.videos[i] for i in sorted({*train_idx, *val_idx, *select_idx})]
     data = load_checked(store, store.index(needed), cfg.stage2.data, device)   # NaN/Inf: error or masked
+    if cfg.stage2.needs_flip():     # naw.form official: the flipped crops' embeddings too
+        load_flip(store, data)
     names = index.videos
     train_c = data.subset_names([names[i] for i in train_idx])
     val_c = data.subset_names([names[i] for i in val_idx])

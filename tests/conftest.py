@@ -59,9 +59,10 @@ def make_affwild2(root: Path, videos: dict[str, tuple[str, int]], *, seed: int =
     return root
 
 
-def make_store(path, n_train=6, n_val=3, dim=16, seed=0, absent=None, key="synthkey"):
+def make_store(path, n_train=6, n_val=3, dim=16, seed=0, absent=None, key="synthkey", flip=False):
     """An embedding store of ``n_train + n_val`` videos ``v00, v01, ...`` whose embeddings are
-    class prototypes + noise, labels in runs of 10-40 frames, ~10% no-face rows, ~5% label -1."""
+    class prototypes + noise, labels in runs of 10-40 frames, ~10% no-face rows, ~5% label -1.
+    ``flip``: each frame also gets a "flipped-crop" embedding (its own plus a little noise)."""
     from fer_pipeline.store import EmbeddingStore
 
     rng = np.random.default_rng(seed)
@@ -78,8 +79,13 @@ def make_store(path, n_train=6, n_val=3, dim=16, seed=0, absent=None, key="synth
         emb = (protos[lab] + rng.standard_normal((T, dim))) * face[:, None]
         lab = lab.astype(np.int8)
         lab[rng.random(T) < 0.05] = -1
+        emb_flip = None
+        if flip:      # its own generator: the plain store is the same with or without flip
+            noise = np.random.default_rng([seed, i]).standard_normal((T, dim))
+            emb_flip = ((emb + 0.3 * noise) * face[:, None]).astype(np.float16)
         store.write_video(f"v{i:02d}", emb.astype(np.float16), lab, face,
-                          {"split": "train" if i < n_train else "val", "fps": 25.0})
+                          {"split": "train" if i < n_train else "val", "fps": 25.0},
+                          emb_flip=emb_flip)
     return path
 
 

@@ -53,7 +53,8 @@ def test_train_writes_the_run_and_learns(trained):
     assert all(0 <= x["mean_naw_weight"] <= 1.5 and "val_macro_f1_post" in x for x in rows)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     f1 = json.loads((run / "eval" / "f1.json").read_text())
-    assert f1["macro_f1"] > 0.5                     # prototypes + noise are learnable
+    assert f1["macro_f1"] > 0.3     # prototypes + noise are learnable (chance: 1/8); the default
+                                    # paper form's clip CE learns them more slowly than frame CE
     assert "with post-processing" in r.stdout and r.stdout.splitlines()[-1].startswith("stage2 train:")
     post = pd.read_csv(run / "eval" / "f1_post.csv")
     assert list(post["class"]) == list(CLASSES) + ["Avg"]
@@ -84,6 +85,25 @@ def test_choosing_on_val_is_named_optimistic(store, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "chosen on these val videos: optimistic" in r.stdout.splitlines()[-1]
     assert json.loads((tmp_path / "run" / "stage2.json").read_text())["select_videos"] == []
+
+
+def test_official_form_trains_on_the_flipped_crops_and_says_when_they_are_missing(store, tmp_path):
+    from tests.conftest import make_store
+
+    flipped = make_store(tmp_path / "flip_store", flip=True)
+    r = cli("stage2", "train", "--store", flipped, "--out", tmp_path / "run", *SMALL,
+            "stage2.naw.form=official", "stage2.train.epochs=8")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "V-NAW on (official, w with gradient)" in r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and rows[-1]["train_loss"] < rows[0]["train_loss"]
+    # above chance (1/8): the summed flip-consistency term slows learning on these few epochs
+    assert json.loads((tmp_path / "run" / "eval" / "f1.json").read_text())["macro_f1"] > 0.25
+    r = cli("stage2", "train", "--store", store, "--out", tmp_path / "plain", *SMALL,
+            "stage2.naw.form=official")
+    assert r.returncode == 2
+    assert "no flipped-crop embeddings" in r.stderr and "stage1.embed.flip=true" in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 3
 
 
 def test_eval_with_two_gloo_ranks_equals_one_process(trained):

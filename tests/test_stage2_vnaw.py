@@ -309,3 +309,68 @@ def test_smooth_predicting_mixes_period_and_moment():
     np.testing.assert_allclose(mixed[4, [0, 4]], [0.4, 0.6])     # 0.5 * period + 0.5 * moment
     np.testing.assert_allclose(mixed.sum(1), 1.0)
     np.testing.assert_array_equal(smooth(p, 5, 1.0), p)           # all moment: unchanged
+
+
+def _official_code_loss(out, flipped, labels, eps):
+    """The official V-NAW training loss transcribed line for line (train_exp.py 86-101 with
+    --type NLA; src/utils.py jensen_shannon_divergence 253-258, Integrated_Co_GA_Loss 263-307):
+    covariance matrices inverted with torch.linalg.inv, as there."""
+    import torch.nn.functional as F
+
+    def jsd(p, q):
+        m = 0.5 * (p + q)
+        return 0.5 * (F.kl_div(F.log_softmax(p, dim=1), F.softmax(m, dim=1), reduction="sum")
+                      + F.kl_div(F.log_softmax(q, dim=1), F.softmax(m, dim=1), reduction="sum"))
+
+    def co_gau(sv, cov, mu):
+        diff = sv - mu
+        return torch.diagonal(torch.exp(-0.5 * diff.t() @ torch.linalg.inv(cov) @ diff))
+
+    t_mu, f_mu = torch.tensor([[0.5], [0.5]]), torch.tensor([[0.30], [0.15]])
+    t_cov = torch.tensor([[0.75, -0.50 * eps], [-0.50 * eps, 0.75]])
+    f_cov = torch.tensor([[0.85, 0.80], [0.80, 0.85]])
+    probs = out.softmax(1)
+    ce = F.cross_entropy(out, labels, reduction="none")
+    p_t = probs.gather(1, labels[:, None]).squeeze()
+    top2 = probs.topk(2, dim=1).values
+    is_max = top2[:, 0] == p_t
+    sv = torch.stack([p_t, torch.where(is_max, top2[:, 1], top2[:, 0])], 0)
+    value = torch.where(is_max, co_gau(sv, t_cov, t_mu), co_gau(sv, f_cov, f_mu))
+    nla = (ce * value).mean()
+    return 0.5 * F.cross_entropy(out, labels) + 0.5 * nla + 0.4 * jsd(out, flipped)
+
+
+def test_official_form_equals_the_official_code_on_two_clips():
+    """Two clips of 4 frames; one unannotated frame and one frame outside the loss mask are left
+    out, as the official code (labels on every frame) would never see them."""
+    from stage2_temporal.losses import vnaw_official_loss
+
+    g = torch.Generator().manual_seed(3)
+    logits = (2 * torch.randn(2, 4, 8, generator=g)).requires_grad_()
+    flipped = logits.detach() + 0.5 * torch.randn(2, 4, 8, generator=g)
+    label = torch.tensor([[0, 0, 4, -1], [6, 2, 2, 2]])
+    mask = torch.tensor([[True, True, True, True], [True, True, True, False]])
+    epoch, epochs = 3, 10
+    loss, w = vnaw_official_loss(logits, flipped, label, mask, epoch / epochs)
+    keep = mask & (label >= 0)
+    eps = 1 - math.exp(-15 * epoch / epochs)
+    want = _official_code_loss(logits[keep], flipped[keep], label[keep], eps)
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    # gradients agree too (w carries gradient in the official code)
+    got_g, = torch.autograd.grad(loss, logits, retain_graph=True)
+    want_g, = torch.autograd.grad(want, logits)
+    torch.testing.assert_close(got_g, want_g, rtol=1e-4, atol=1e-6)
+    detached, _ = vnaw_official_loss(logits, flipped, label, mask, epoch / epochs, weight_grad=False)
+    assert detached.item() == pytest.approx(loss.item(), rel=1e-6)
+    other, = torch.autograd.grad(detached, logits)
+    assert not torch.allclose(other, got_g)
+
+
+def test_official_form_is_refused_where_it_has_no_meaning():
+    from fer_pipeline.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="official.*flat"):
+        load_config(overrides=["stage2.naw.form=official", "stage2.model.head=cfcsp"])
+    with pytest.raises(ConfigError, match="loss.target must be frame"):
+        load_config(overrides=["stage2.naw.form=official", "stage2.loss.target=clip"])
+    assert load_config(overrides=["stage2.naw.form=official"]).stage2.needs_flip()

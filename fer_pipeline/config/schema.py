@@ -292,12 +292,13 @@ class TemporalModelConfig(_Strict):
 VNAW_FORMS: dict[str, dict[str, Any]] = {
     "paper": {"target": "clip", "weight_grad": True},            # eqs. 9-12 as written
     "frame_detached": {"target": "frame", "weight_grad": False},  # frame CE, w a constant
+    "official": {"target": "frame", "weight_grad": True},         # the official training loss
 }
 
 
 class VNAWConfig(NAWWeightConfig):
     enabled: bool = True
-    form: Literal["paper", "frame_detached"] = "paper"
+    form: Literal["paper", "frame_detached", "official"] = "paper"
 
 
 class Stage2LossConfig(_Strict):
@@ -340,11 +341,21 @@ class Stage2Config(_Strict):
     def _check(self):
         if self.data.fold >= self.data.folds:
             raise ValueError(f"data.fold ({self.data.fold}) must be < data.folds ({self.data.folds})")
+        if self.naw.enabled and self.naw.form == "official":
+            if self.model.head != "flat":
+                raise ValueError("naw.form official is the official code's loss on the flat 8-way "
+                                 f"head; model.head is {self.model.head}")
+            if self.loss.target == "clip":
+                raise ValueError("naw.form official weights frames: loss.target must be frame or null")
         return self
 
     def loss_target(self) -> str:
         """``loss.target``, or what ``naw.form`` says when it is null."""
         return self.loss.target or VNAW_FORMS[self.naw.form]["target"]
+
+    def needs_flip(self) -> bool:
+        """Whether training reads the flipped-crop embeddings (``naw.form: official``)."""
+        return self.naw.enabled and self.naw.form == "official"
 
     def grad_through_weight(self) -> bool:
         """``naw.weight_grad``, or what ``naw.form`` says when it is null."""
