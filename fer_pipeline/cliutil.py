@@ -47,13 +47,17 @@ def package_version() -> str:
 def add_config_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", default=[], metavar="FILE",
                    help="YAML layered over pipeline.yaml (repeatable; later wins)")
+    p.add_argument("--preset", action="append", default=[], metavar="NAME",
+                   help="a shipped preset layered over pipeline.yaml before any --config "
+                        "(repeatable): demo, vnaw-official, vnaw-paper")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted config overrides, e.g. stage2.model.layers=6")
     return p
 
 
 def resolve_config(args: argparse.Namespace, presets: list[str] | None = None) -> Config:
-    cfg = load_config(args.config, args.overrides, presets=presets)
+    cfg = load_config(args.config, args.overrides,
+                      presets=[*(presets or []), *getattr(args, "preset", [])])
     setup_logging(cfg.log_level)
     return cfg
 

@@ -63,6 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         sp.add_argument("--out", required=True, metavar="DIR",
                         help="folder for one run per row and seed and the "
                              f"{'ablation' if name == 'ablate' else name}.{{csv,md}} table")
+        if name == "ablate":
+            sp.add_argument("--rows", nargs="+", metavar="ROW",
+                            help="only these rows, by name (default: all; the official rows "
+                                 "need a store embedded with stage1.embed.flip=true)")
         sp.set_defaults(handler=handler)
 
 
@@ -158,9 +162,9 @@ def ablate_command(args: argparse.Namespace) -> int:
     from stage2_temporal.api import ablate
 
     cfg = resolve_config(args)
-    table = ablate(args.store, args.out, cfg, args.seeds)
+    table = ablate(args.store, args.out, cfg, args.seeds, args.rows)
     print(to_markdown(table.reset_index(names="row")))
-    summary(f"stage2 ablate: 4 rows x {args.seeds} seed(s) -> {args.out}/ablation.md")
+    summary(f"stage2 ablate: {len(table)} rows x {args.seeds} seed(s) -> {args.out}/ablation.md")
     return EXIT_OK
 
 

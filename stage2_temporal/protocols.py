@@ -115,15 +115,19 @@ def _write_seed_report(out: Path, stem: str, per_run: pd.DataFrame, table: pd.Da
         write_text(out / f"{stem}.md", f"# {title}\n\n" + to_markdown(table.reset_index(names="row")))
 
 
-# (row, token augmentation, NAW form or None = plain CE, token-drop mode)
+# (row, token augmentation, NAW form or None = plain CE, token-drop mode, positional encoding)
 ABLATION_ROWS = (
-    ("vanilla", False, None, "remove"),
-    ("+Aug", True, None, "remove"),
-    ("+Aug (key mask)", True, None, "key_mask"),
-    ("+NAW (paper)", False, "paper", "remove"),
-    ("+NAW (frame_detached)", False, "frame_detached", "remove"),
-    ("+Aug +NAW (paper)", True, "paper", "remove"),
-    ("+Aug +NAW (frame_detached)", True, "frame_detached", "remove"),
+    ("vanilla", False, None, "remove", "none"),
+    ("+Aug", True, None, "remove", "none"),
+    ("+Aug (key mask)", True, None, "key_mask", "none"),
+    ("+NAW (paper)", False, "paper", "remove", "none"),
+    ("+NAW (official)", False, "official", "remove", "none"),
+    ("+NAW (frame_detached)", False, "frame_detached", "remove", "none"),
+    ("+Aug +NAW (paper)", True, "paper", "remove", "none"),
+    ("+Aug +NAW (official)", True, "official", "remove", "none"),
+    ("+Aug +NAW (frame_detached)", True, "frame_detached", "remove", "none"),
+    ("+Aug +NAW (paper) + sine pos", True, "paper", "remove", "sine"),
+    ("+Aug +NAW (paper) + learned pos", True, "paper", "remove", "learned"),
 )
 
 
@@ -132,37 +136,47 @@ def _tag(name: str) -> str:
     return name.replace("+", "plus_").replace(" ", "").replace("(", "_").replace(")", "")
 
 
-def ablate(store_path: str | Path, out: str | Path, cfg: Config, seeds: int) -> pd.DataFrame:
+def ablate(store_path: str | Path, out: str | Path, cfg: Config, seeds: int,
+           rows: list[str] | None = None) -> pd.DataFrame:
     """V-NAW Table 2 and the variants this project offers, each over ``seeds`` seeds on the
     official split: vanilla, +Aug (frame skipping as removal, and as key masking), +NAW in the
     paper form and in the frame_detached form, and both with +Aug. Rows without NAW train on
     the CE the configured form uses (paper: CE of the clip mean, eq. 10). Every run keeps its
-    last epoch, so no number is chosen on the set it is reported on."""
+    last epoch, so no number is chosen on the set it is reported on. The ``official`` rows need a
+    store embedded with ``stage1.embed.flip``; the last rows add positional encoding to the
+    paper form. ``rows``: only these rows (names of ``ABLATION_ROWS``)."""
     out = Path(out)
+    unknown = sorted(set(rows or []) - {r[0] for r in ABLATION_ROWS})
+    if unknown:
+        raise UsageError(f"unknown ablation row(s) {unknown}; rows: "
+                         + ", ".join(repr(r[0]) for r in ABLATION_ROWS))
+    chosen = [r for r in ABLATION_ROWS if rows is None or r[0] in rows]
     plain_target = cfg.stage2.loss_target()
     variants, names = [], {}
-    for name, aug, form, drop in ABLATION_ROWS:
+    for name, aug, form, drop, pos in chosen:
         tag = _tag(name)
         # a NAW row is its form exactly (target and weight gradient as the form says)
         naw = {"enabled": form is not None, "form": form or cfg.stage2.naw.form,
                **({"weight_grad": None} if form else {})}
         loss = {"target": None if form else plain_target}
-        variants.append((tag, {"aug": {"enabled": aug, "drop_mode": drop}, "naw": naw, "loss": loss}))
-        names[tag] = (name, aug, form, drop)
+        variants.append((tag, {"aug": {"enabled": aug, "drop_mode": drop}, "naw": naw, "loss": loss,
+                               "model": {"pos": pos}}))
+        names[tag] = (name, aug, form, drop, pos)
     runs = []
     for tag, c, res in _seed_runs(store_path, out, cfg, seeds, variants, "ablation"):
-        name, aug, form, drop = names[tag]
+        name, aug, form, drop, pos = names[tag]
         runs.append({"row": name, "aug": aug, "naw": form or "", "drop_mode": drop if aug else "",
+                     "pos": pos,
                      "target": c.stage2.loss_target(), "weight_grad": c.stage2.grad_through_weight()
                      if form else "", "seed": c.seed, **f1_row(name, res.report),
                      "best_epoch_f1": round(100 * max(
                          r.get("val_macro_f1", 0) for r in read_jsonl(res.run_dir / "metrics.jsonl")), 2)})
     per_run = pd.DataFrame(runs)
-    rows = [r[0] for r in ABLATION_ROWS]
-    table = _mean_std_table(per_run, rows)
-    table.insert(0, "NAW", [f or "" for _, _, f, _ in ABLATION_ROWS])
+    table = _mean_std_table(per_run, [r[0] for r in chosen])
+    table.insert(0, "pos", [p for *_, p in chosen])
+    table.insert(0, "NAW", [f or "" for _, _, f, _, _ in chosen])
     table.insert(0, "Aug", [("✓" + (" key mask" if d == "key_mask" else "")) if a else ""
-                            for _, a, _, d in ABLATION_ROWS])
+                            for _, a, _, d, _ in chosen])
     _write_seed_report(out, "ablation", per_run, table,
                        f"Ablation: macro-F1 and per-class F1 (%), mean ± std over {seeds} seed(s); "
                        f"rows without NAW train on the {plain_target} CE")

@@ -70,7 +70,8 @@ def random_split(videos: list[str], lengths: list[int], draw: int, val_ratio: fl
 
 def select_split(loaded: StoreIndex | LoadedStore, cfg: Config) -> tuple[list[int], list[int], list[int]]:
     """(train, val, selection) indices into the loaded store for ``stage2.data``; selection is
-    empty unless ``select_ratio`` > 0 (then it is carved out of the training videos)."""
+    empty unless ``select_ratio`` > 0 and something is chosen on it (``train.keep: best`` or
+    early stopping); then it is carved out of the training videos."""
     d = cfg.stage2.data
     if d.split == "official":
         train = [i for i in range(len(loaded)) if loaded.split_of(i) == "train"]
@@ -87,7 +88,9 @@ def select_split(loaded: StoreIndex | LoadedStore, cfg: Config) -> tuple[list[in
         train = [loaded.index(v) for v in tr]
         val = [loaded.index(v) for v in va]
     select: list[int] = []
-    if d.select_ratio > 0 and train:
+    t = cfg.stage2.train
+    chooses = t.keep == "best" or t.early_stop > 0   # keep: last without early stopping chooses nothing
+    if d.select_ratio > 0 and train and chooses:
         names = [loaded.videos[i] for i in train]
         keep, held = random_split(names, [int(loaded.lengths()[i]) for i in train], 0,
                                   d.select_ratio, cfg.seed + 1)

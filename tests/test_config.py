@@ -149,6 +149,26 @@ def test_an_unknown_preset_is_one_error_listing_the_presets():
     from fer_pipeline.config import preset_names
 
     assert "demo" in preset_names()
-    with pytest.raises(ConfigError, match=r"unknown preset 'demoo' \(presets: demo\)"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'demoo' \(presets: demo, vnaw-official, vnaw-paper\)"):
         load_config(presets=["demoo"])
     assert load_config(presets=["demo"]) != load_config()
+
+
+def test_defaults_are_the_papers_v_naw_and_the_presets_load():
+    """`config show` prints the paper's V-NAW form by default; the two V-NAW presets load
+    through the CLI's --preset and set what their headers say they set."""
+    r = subprocess.run([sys.executable, "-m", "fer_pipeline", "config", "show"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    shown = yaml.safe_load(r.stdout)
+    assert shown["stage2"]["naw"]["form"] == "paper" and shown["stage2"]["data"]["select_ratio"] > 0
+    official = load_config(presets=["vnaw-official"]).stage2
+    assert (official.naw.form, official.model.pos, official.data.speed_jitter,
+            official.data.class_balanced, official.train.epochs, official.train.batch_size) == \
+        ("official", "none", 0.4, True, 50, 24) and official.needs_flip()
+    paper = load_config(presets=["vnaw-paper"]).stage2
+    assert (paper.naw.form, paper.aug.drop_min, paper.aug.drop_max, paper.aug.mask_ratio,
+            paper.data.clip_len) == ("paper", 0.2, 0.4, 0.2, 100) and not paper.needs_flip()
+    r = subprocess.run([sys.executable, "-m", "fer_pipeline", "config", "show", "--preset",
+                        "vnaw-official"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and yaml.safe_load(r.stdout)["stage2"]["naw"]["form"] == "official"

@@ -35,7 +35,11 @@ FAULT_SEED = int(os.environ.get("FER_FAULT_SEED", "15"))
 SMALL_S2 = ["stage2.model.d_model=32", "stage2.model.ff=64", "stage2.model.heads=2",
             "stage2.model.layers=1", "stage2.model.dropout=0.1", "stage2.data.clip_len=32",
             "stage2.train.batch_size=8", "stage2.train.lr=3e-3", "stage2.train.warmup_epochs=0",
-            "stage2.train.epochs=3"]
+            "stage2.train.epochs=3",
+            # one thread in every run: the reference trains inside pytest, whose torch thread
+            # count earlier tests may have changed, the killed run in a fresh process; float
+            # sums over another thread count differ in the last bit
+            "threads=1"]
 
 
 def run_inproc(*argv, capsys=None) -> tuple[int, str, str]:
@@ -322,6 +326,15 @@ def _main(*argv) -> int:
         root = logging.getLogger()
         for h in [h for h in root.handlers if getattr(h, "_fer", False)]:
             root.removeHandler(h)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _keep_torch_threads():
+    """The runs here set one torch thread in this process (``threads=1``); later tests get the
+    count back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -279,19 +279,30 @@ def test_kfold_and_ablation_reports(store, tmp_path):
     for f in folds:
         assert f["select_videos"] and set(f["select_videos"]).isdisjoint(f["val_videos"] + f["train_videos"])
     assert list(pd.read_csv(tmp_path / "kf" / "kfold_last.csv").val_set) == ["official", "fold-1", "fold-2"]
-    a = cli("stage2", "ablate", "--store", store, "--seeds", "2", "--out", tmp_path / "ab", *SMALL,
+    from tests.conftest import make_store
+
+    flipped = make_store(tmp_path / "flip_store", flip=True)     # the official rows read emb_flip
+    a = cli("stage2", "ablate", "--store", flipped, "--seeds", "2", "--out", tmp_path / "ab", *SMALL,
             "stage2.train.epochs=1")
     assert a.returncode == 0, a.stderr[-2000:]
     runs = pd.read_csv(tmp_path / "ab" / "ablation_runs.csv")
-    assert len(runs) == 14 and set(runs.row) == {
-        "vanilla", "+Aug", "+Aug (key mask)", "+NAW (paper)", "+NAW (frame_detached)",
-        "+Aug +NAW (paper)", "+Aug +NAW (frame_detached)"}
+    assert len(runs) == 22 and set(runs.row) == {
+        "vanilla", "+Aug", "+Aug (key mask)", "+NAW (paper)", "+NAW (official)",
+        "+NAW (frame_detached)", "+Aug +NAW (paper)", "+Aug +NAW (official)",
+        "+Aug +NAW (frame_detached)", "+Aug +NAW (paper) + sine pos",
+        "+Aug +NAW (paper) + learned pos"}
     paper = runs[runs.row == "+NAW (paper)"].iloc[0]
     assert paper.target == "clip" and bool(paper.weight_grad)
     detached = runs[runs.row == "+NAW (frame_detached)"].iloc[0]
     assert detached.target == "frame" and not bool(detached.weight_grad)
+    official = runs[runs.row == "+NAW (official)"].iloc[0]
+    assert official.target == "frame" and bool(official.weight_grad)
+    assert set(runs[runs.row.str.contains("pos")].pos) == {"sine", "learned"}
     md = (tmp_path / "ab" / "ablation.md").read_text()
-    assert "±" in md and md.count("\n|") >= 9
+    assert "±" in md and md.count("\n|") >= 13
+    bad = cli("stage2", "ablate", "--store", flipped, "--seeds", "1", "--out", tmp_path / "ab2",
+              "--rows", "vanila")
+    assert bad.returncode == 2 and "unknown ablation row(s) ['vanila']" in bad.stderr
     cfg = json.loads(json.dumps(__import__("yaml").safe_load(
         (tmp_path / "ab" / "plus_Augplus_NAW_paper" / "seed1" / "config.yaml").read_text())))
     assert cfg["stage2"]["aug"]["enabled"] and cfg["stage2"]["naw"]["enabled"] and cfg["seed"] == 1
