@@ -3,11 +3,12 @@
 Labels of the training images come either from the FER+ majority rule (clean) or from one
 label drawn per image out of its own 10 annotator votes (``vote_sample``: real annotator noise,
 about 19 % of the majority images change label); the loss is plain CE, NLA in the official
-release form, or NLA in the paper form. Every run is scored on the majority labels of
+release form, NLA in the paper form, or one of two named variants (weighted CE without the
+consistency term; the release form with a batch-mean JSD). Every run is scored on the majority labels of
 FER2013Valid (3 191 images). Each run is one ``fer-pipeline stage1 train`` command, printed
 with its row; the table goes to ``OUT/ferplus_nla.{csv,md,json}``.
 
-    python -m bench.ferplus_nla --out /tmp/fer --seeds 2          # the 12-run table
+    python -m bench.ferplus_nla --out /tmp/fer --seeds 2          # the 10-row table, 2 seeds
     python -m bench.ferplus_nla --out /tmp/fer --rows majority/CE --seeds 1 --epochs 1
 
 Runs already finished in ``OUT`` are reused (delete a run's folder to redo it). Not part of CI:
@@ -38,7 +39,10 @@ LABELS = {"majority": "majority", "votes": "vote_sample"}
 LOSSES = {
     "CE": ["stage1.nla.enabled=false"],
     "NLA-release": ["stage1.nla.enabled=true", "stage1.nla.form=release", "stage1.nla.ce_epochs=1"],
+    # the NLA paper's total loss: 0.5 mean((1 + w) CE) + 0.5 JSD (stage1.nla.lam_paper)
     "NLA-paper": ["stage1.nla.enabled=true", "stage1.nla.form=paper", "stage1.nla.ce_epochs=1"],
+    # a variant, not NLA: the NAW-weighted CE alone, (1 + w) CE, no consistency term
+    "weighted-CE": ["stage1.nla.enabled=true", "stage1.nla.form=weighted_ce", "stage1.nla.ce_epochs=1"],
     # a variant, not NLA: the release form with the JSD averaged over the batch like its CE
     # terms (summed, at 128 images per batch it outweighs them 128 to 1)
     "NLA-release-JSDmean": ["stage1.nla.enabled=true", "stage1.nla.form=release",

@@ -137,16 +137,17 @@ def pretrain(cfg: Config, run_dir: Path, device: torch.device, resume: bool = Fa
         torch.manual_seed(cfg.seed * 100_003 + epoch + dist.rank * 7919)
         frac = epoch / s1.train.epochs
         nla_cfg = s1.nla if epoch >= s1.nla.ce_epochs else s1.nla.model_copy(update={"enabled": False})
-        release = nla_cfg.enabled and nla_cfg.form == "release" and nla_cfg.lam_jsd > 0
+        flip = nla_cfg.needs_flip()
 
         def step(batch):
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device)
             soft = batch[2].to(device) if len(batch) > 2 else None
             with autocast(device, s1.train.amp):
-                # the release form's JSD needs the mirrored view of the same augmented image
-                logits = net(torch.cat([x, x.flip(-1)]) if release else x)
+                # the consistency term (release, paper) needs the mirrored view of the same
+                # augmented image
+                logits = net(torch.cat([x, x.flip(-1)]) if flip else x)
             logits_flip = None
-            if release:
+            if flip:
                 logits, logits_flip = logits.chunk(2)
             return nla_loss(logits, y, frac, nla_cfg, soft, logits_flip)
 

@@ -10,7 +10,18 @@ github.com/jungyu0413/NLA, ``src/train.py`` and ``src/loss.py``).
   ``JSD = 1/2 [KL(softmax(m) || softmax(a)) + KL(softmax(m) || softmax(b))]`` summed over the
   batch (``jsd_reduction: sum``; ``mean`` divides by the batch size). The flipped view is the
   horizontal mirror of the same augmented image.
-- ``paper`` form: ``mean((1 + w) * CE)``.
+- ``paper`` form, the NLA paper's total loss (Lee et al., "Navigating Label Ambiguity for Facial
+  Expression Recognition in the Wild", AAAI 2025, arXiv 2502.09993: NLA = NAW + a consistency
+  regulariser between an image and its flip)::
+
+      lam_paper * mean((1 + w) * CE) + (1 - lam_paper) * JSD(logits, logits_flip)
+
+  ``lam_paper = 0.5`` by default. The JSD is the official function above (the paper's own
+  reduction could not be checked against its full text here; ``jsd_reduction`` chooses). At
+  ``lam_paper = 0.5`` this is the release form's arithmetic with its default weights
+  (0.5 CE + 0.5 wCE + 0.5 JSD), which is how the official code instantiates the paper.
+- ``weighted_ce`` form (a project variant, not NLA: no consistency term): ``mean((1 + w) * CE)``,
+  the V-NAW paper's NAW-CE (its eq. 12) applied to images.
 
 ``w`` is the NAW kernel weight (``fer_pipeline.naw``) on (p_GT, p_NN) with the official kernel
 normalisation C; it carries gradient (``weight_grad: true``, as the official code computes it)
@@ -56,9 +67,14 @@ def nla_loss(logits: torch.Tensor, target: torch.Tensor, progress: float, cfg: N
     w = naw_weight(logits.softmax(-1), target, progress, **cfg.kernel_kwargs())
     if not cfg.grad_through_weight():
         w = w.detach()
-    if cfg.form == "paper":
+    if cfg.form == "weighted_ce":
         return ((1.0 + w) * ce).mean(), w.detach().mean()
-    loss = cfg.lam_ce * ce.mean() + cfg.lam_naw * (w * ce).mean()
-    if logits_flip is not None and cfg.lam_jsd > 0:
-        loss = loss + cfg.lam_jsd * nla_jsd(logits, logits_flip[keep].float(), cfg.jsd_reduction)
+    if cfg.form == "paper":
+        loss, lam_jsd = cfg.lam_paper * ((1.0 + w) * ce).mean(), 1.0 - cfg.lam_paper
+    else:
+        loss, lam_jsd = cfg.lam_ce * ce.mean() + cfg.lam_naw * (w * ce).mean(), cfg.lam_jsd
+    if lam_jsd > 0:
+        if logits_flip is None:
+            raise ValueError(f"nla.form {cfg.form} needs the logits of the flipped images")
+        loss = loss + lam_jsd * nla_jsd(logits, logits_flip[keep].float(), cfg.jsd_reduction)
     return loss, w.detach().mean()

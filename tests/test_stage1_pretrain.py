@@ -79,7 +79,7 @@ def test_nla_loss_forms():
     ref = torch.nn.functional.cross_entropy(logits[target >= 0], target[target >= 0])
     torch.testing.assert_close(ce_only, ref)
     assert float(w0) == 0.0
-    loss, w_mean = nla_loss(logits, target, 0.5, NLAConfig(form="paper"))
+    loss, w_mean = nla_loss(logits, target, 0.5, NLAConfig(form="weighted_ce"))
     from fer_pipeline.naw import naw_weight
 
     keep = target >= 0
@@ -200,6 +200,38 @@ def test_jsd_values():
     assert float(nla_jsd(a, b)) > 0
     # sum over the batch (official) = batch size x the mean
     assert float(nla_jsd(a, b)) == pytest.approx(2 * float(nla_jsd(a, b, "mean")))
+
+
+def test_nla_paper_form_is_lambda_weighted_ce_plus_consistency():
+    """paper: lam * mean((1 + w) CE) + (1 - lam) * JSD(image, flip); at lam = 0.5 it is the
+    release form's arithmetic with its default weights; without flipped logits it refuses."""
+    from fer_pipeline.naw import naw_weight
+    from stage1_image_encoder.losses import nla_jsd
+
+    torch.manual_seed(2)
+    logits = torch.randn(5, 8, requires_grad=True)
+    flip = torch.randn(5, 8)
+    target = torch.tensor([1, -1, 4, 4, 6])
+    keep = target >= 0
+    ce = torch.nn.functional.cross_entropy(logits[keep], target[keep], reduction="none")
+    w = naw_weight(logits[keep].softmax(-1), target[keep], 0.6)
+    jsd = nla_jsd(logits[keep], flip[keep])
+    loss, _ = nla_loss(logits, target, 0.6, NLAConfig(form="paper", lam_paper=0.3), logits_flip=flip)
+    torch.testing.assert_close(loss, 0.3 * ((1 + w) * ce).mean() + 0.7 * jsd)
+    paper, _ = nla_loss(logits, target, 0.6, NLAConfig(form="paper"), logits_flip=flip)
+    release, _ = nla_loss(logits, target, 0.6, NLAConfig(form="release"), logits_flip=flip)
+    torch.testing.assert_close(paper, release)
+    mean_jsd, _ = nla_loss(logits, target, 0.6, NLAConfig(form="paper", jsd_reduction="mean"),
+                           logits_flip=flip)
+    torch.testing.assert_close(mean_jsd, 0.5 * ((1 + w) * ce).mean() + 0.5 * jsd / 4)
+    with pytest.raises(ValueError, match="flipped"):
+        nla_loss(logits, target, 0.6, NLAConfig(form="paper"))
+    # which forms the engine feeds a mirrored view
+    assert NLAConfig(form="paper").needs_flip() and NLAConfig(form="release").needs_flip()
+    assert not NLAConfig(form="weighted_ce").needs_flip()
+    assert not NLAConfig(form="paper", lam_paper=1.0).needs_flip()
+    assert not NLAConfig(form="release", lam_jsd=0.0).needs_flip()
+    assert not NLAConfig(form="paper", enabled=False).needs_flip()
 
 
 def test_release_form_and_soft_targets():

@@ -201,15 +201,22 @@ class NAWWeightConfig(NAWKernelConfig):
 
 class NLAConfig(NAWWeightConfig):
     enabled: bool = True
-    form: Literal["release", "paper"] = "release"
+    form: Literal["release", "paper", "weighted_ce"] = "release"
     lam_ce: float = Field(0.5, ge=0)
     lam_naw: float = Field(0.5, ge=0)
     lam_jsd: float = Field(0.5, ge=0)
+    lam_paper: float = Field(0.5, ge=0, le=1)
     jsd_reduction: Literal["sum", "mean"] = "sum"
     ce_epochs: int = Field(0, ge=0)
 
+    def needs_flip(self) -> bool:
+        """Whether the loss has a consistency term, i.e. needs the logits of flipped images."""
+        if not self.enabled:
+            return False
+        return {"release": self.lam_jsd > 0, "paper": self.lam_paper < 1}.get(self.form, False)
+
     def grad_through_weight(self) -> bool:
-        """Both NLA forms compute w from the live softmax (the official code has no detach)."""
+        """All NLA forms compute w from the live softmax (the official code has no detach)."""
         return True if self.weight_grad is None else self.weight_grad
 
 
