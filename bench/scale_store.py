@@ -59,8 +59,10 @@ BATCH = 64   # clips per optimizer step in every run; ranks split it (same train
 CLASS_SHARE = np.array([0.30, 0.05, 0.03, 0.03, 0.15, 0.10, 0.07, 0.27])
 
 
-def generate(path: Path, frames: int, videos: int, dim: int, seed: int = 0) -> dict:
-    """Write the synthetic store; returns write seconds (store calls only) and sizes."""
+def generate(path: Path, frames: int, videos: int, dim: int, seed: int = 0, flip: bool = False) -> dict:
+    """Write the synthetic store; returns write seconds (store calls only) and sizes. ``flip``:
+    also an ``emb_flip`` array per video (the embedding plus a little noise), as
+    ``stage1.embed.flip`` writes it."""
     from fer_pipeline.store import EmbeddingStore
 
     rng = np.random.default_rng(seed)
@@ -82,9 +84,13 @@ def generate(path: Path, frames: int, videos: int, dim: int, seed: int = 0) -> d
         lab = lab.astype(np.int8)
         lab[rng.random(T) < 0.05] = -1
         emb16 = emb.astype(np.float16)
+        flip16 = None
+        if flip:
+            flip16 = (emb + 0.1 * rng.standard_normal((T, dim), dtype=np.float32)).astype(np.float16)
+            flip16 *= face[:, None]
         t = time.perf_counter()
         store.write_video(f"v{i:04d}", emb16, lab, face,
-                          {"split": "val" if i in val else "train", "fps": 30.0})
+                          {"split": "val" if i in val else "train", "fps": 30.0}, emb_flip=flip16)
         t_write += time.perf_counter() - t
     disk = sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
     return {"write_s": t_write, "disk_bytes": disk, "emb_bytes": frames * dim * 2,
