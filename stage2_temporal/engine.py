@@ -81,7 +81,7 @@ def clip_loss(net, cache: TemporalCache, clips, cfg: Config, progress: float,
         mask = mask & ~(batch.valid & ~keys)           # leave key-dropped frames out
     if flip:
         loss, w = vnaw_official_loss(logits, flip_logits, batch.label, mask, progress,
-                                     class_weights, s2.grad_through_weight())
+                                     class_weights, s2.grad_through_weight(), s2.naw.jsd_reduction)
     else:
         loss, w = vnaw_loss(logits, batch.label, mask, progress, s2.naw, s2.model.head,
                             s2.loss_target(), class_weights, s2.grad_through_weight())

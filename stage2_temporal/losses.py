@@ -100,7 +100,8 @@ def official_jsd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def vnaw_official_loss(logits: torch.Tensor, flip_logits: torch.Tensor, label: torch.Tensor,
                        mask: torch.Tensor, progress: float,
                        class_weights: torch.Tensor | None = None,
-                       weight_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                       weight_grad: bool = True,
+                       jsd_reduction: str = "sum") -> tuple[torch.Tensor, torch.Tensor]:
     """The official V-NAW training loss (``naw.form: official``), term by term as
     ``train_exp.py`` lines 83-101 (``--type NLA``, the default; ``DDP_train_exp.py`` lines
     124-126 is the same) computes it on the (B * P) frames of a batch:
@@ -116,7 +117,9 @@ def vnaw_official_loss(logits: torch.Tensor, flip_logits: torch.Tensor, label: t
     model runs the flipped clip through the temporal model separately, model.py
     ``VideoFeatureModel_concat.forward``). Frames that count: ``mask`` and annotated (the
     official data has a label on every frame). ``class_weights`` weight each frame's CE (the
-    official code has none). Returns (loss, mean frame weight, detached)."""
+    official code has none). ``jsd_reduction="mean"`` (a project variant, not the official
+    code) divides the JSD by the number of frames counted, like the two CE terms. Returns
+    (loss, mean frame weight, detached)."""
     import torch.nn.functional as F
 
     counted = mask & (label >= 0)
@@ -131,8 +134,10 @@ def vnaw_official_loss(logits: torch.Tensor, flip_logits: torch.Tensor, label: t
         w = w.detach()
     ce_term = (wts * ce).sum() / wts.sum()
     naw_term = (wts * w * ce).sum() / wts.sum()
-    loss = (OFFICIAL_LAM_A * ce_term + (1 - OFFICIAL_LAM_A) * naw_term
-            + OFFICIAL_LAM_B * official_jsd(a, b))
+    jsd = official_jsd(a, b)
+    if jsd_reduction == "mean":
+        jsd = jsd / len(a)
+    loss = OFFICIAL_LAM_A * ce_term + (1 - OFFICIAL_LAM_A) * naw_term + OFFICIAL_LAM_B * jsd
     return loss, w.detach().mean()
 
 

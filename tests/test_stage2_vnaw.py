@@ -364,6 +364,13 @@ def test_official_form_equals_the_official_code_on_two_clips():
     assert detached.item() == pytest.approx(loss.item(), rel=1e-6)
     other, = torch.autograd.grad(detached, logits)
     assert not torch.allclose(other, got_g)
+    # the jsd_reduction=mean variant: the same CE terms, the JSD over the 6 counted frames
+    from stage2_temporal.losses import official_jsd
+
+    jsd = official_jsd(logits[keep].float(), flipped[keep].float())
+    mean, _ = vnaw_official_loss(logits, flipped, label, mask, epoch / epochs, jsd_reduction="mean")
+    assert int(keep.sum()) == 6
+    assert mean.item() == pytest.approx((want - 0.4 * jsd + 0.4 * jsd / 6).item(), rel=1e-5)
 
 
 def test_official_form_is_refused_where_it_has_no_meaning():

@@ -306,6 +306,9 @@ VNAW_FORMS: dict[str, dict[str, Any]] = {
 class VNAWConfig(NAWWeightConfig):
     enabled: bool = True
     form: Literal["paper", "frame_detached", "official"] = "paper"
+    # official form only: the flip-consistency JSD summed over the batch's frames (the official
+    # code) or averaged over them (a project variant)
+    jsd_reduction: Literal["sum", "mean"] = "sum"
 
 
 class Stage2LossConfig(_Strict):
