@@ -38,17 +38,15 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bench.common import row, write_rows
+from bench.memory import Measured, memory_cgroup, run_measured
 
 GIB = 2**30
 SMALL = ["stage2.model.d_model=64", "stage2.model.layers=1", "stage2.model.heads=1",
@@ -61,8 +59,7 @@ CLASS_SHARE = np.array([0.30, 0.05, 0.03, 0.03, 0.15, 0.10, 0.07, 0.27])
 
 def generate(path: Path, frames: int, videos: int, dim: int, seed: int = 0, flip: bool = False) -> dict:
     """Write the synthetic store; returns write seconds (store calls only) and sizes. ``flip``:
-    also an ``emb_flip`` array per video (the embedding plus a little noise), as
-    ``stage1.embed.flip`` writes it."""
+    also ``emb_flip`` per video (the embedding plus a little noise)."""
     from fer_pipeline.store import EmbeddingStore
 
     rng = np.random.default_rng(seed)
@@ -84,10 +81,8 @@ def generate(path: Path, frames: int, videos: int, dim: int, seed: int = 0, flip
         lab = lab.astype(np.int8)
         lab[rng.random(T) < 0.05] = -1
         emb16 = emb.astype(np.float16)
-        flip16 = None
-        if flip:
-            flip16 = (emb + 0.1 * rng.standard_normal((T, dim), dtype=np.float32)).astype(np.float16)
-            flip16 *= face[:, None]
+        flip16 = (((emb + 0.1 * rng.standard_normal((T, dim), dtype=np.float32)) * face[:, None])
+                  .astype(np.float16) if flip else None)
         t = time.perf_counter()
         store.write_video(f"v{i:04d}", emb16, lab, face,
                           {"split": "val" if i in val else "train", "fps": 30.0}, emb_flip=flip16)
@@ -95,126 +90,6 @@ def generate(path: Path, frames: int, videos: int, dim: int, seed: int = 0, flip
     disk = sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
     return {"write_s": t_write, "disk_bytes": disk, "emb_bytes": frames * dim * 2,
             "payload_bytes": frames * (dim * 2 + 2), "videos": videos, "val_videos": len(val)}
-
-
-@dataclass
-class Measured:
-    rc: int
-    wall_s: float
-    maxrss: int        # bytes, kernel high-water mark of the largest single process in the tree
-    tree_peak: int     # bytes, highest sampled RSS sum over the process and its descendants
-    stdout: str
-    stderr: str
-    pss_peak: int = 0       # bytes, highest sampled memory of the tree (PSS, shm copy whole)
-    unshared_peak: int = 0  # bytes, highest sampled anonymous + shmem PSS (not reclaimable)
-    cgroup_peak: int = 0    # bytes, the cgroup's own peak usage (page cache included), if capped
-
-
-def _rollup(pid: int) -> dict[str, int]:
-    """Pss, Pss_Anon, Pss_File, Pss_Shmem of one process, bytes (zeros once it is gone)."""
-    out = {"Pss": 0, "Pss_Anon": 0, "Pss_File": 0, "Pss_Shmem": 0}
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-            key, _, val = line.partition(":")
-            if key in out:
-                out[key] = int(val.split()[0]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return out
-
-
-def _shm_used(shm: str = "/dev/shm") -> int:
-    try:
-        return shutil.disk_usage(shm).used
-    except OSError:
-        return 0
-
-
-def memory_cgroup(limit: int) -> Path | None:
-    """A new memory cgroup under this process's own, limited to ``limit`` bytes; None where none
-    can be made (no cgroup file system, no permission)."""
-    v2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        hid, controllers, path = line.split(":", 2)
-        if v2 and hid == "0":
-            base, limit_file = Path("/sys/fs/cgroup") / path.lstrip("/"), "memory.max"
-        elif not v2 and "memory" in controllers.split(","):
-            base, limit_file = Path("/sys/fs/cgroup/memory") / path.lstrip("/"), "memory.limit_in_bytes"
-        else:
-            continue
-        group = base / f"fer-bench-{os.getpid()}"
-        try:
-            group.mkdir(exist_ok=True)
-            (group / limit_file).write_text(str(int(limit)))
-            return group
-        except OSError:
-            try:
-                group.rmdir()
-            except OSError:
-                pass
-    return None
-
-
-def _cgroup_peak(group: Path) -> int:
-    for name in ("memory.peak", "memory.max_usage_in_bytes"):
-        try:
-            return int((group / name).read_text().split()[0])
-        except (OSError, ValueError):
-            continue
-    return 0
-
-
-def run_measured(cmd: list[str], env: dict | None = None, cgroup: Path | None = None,
-                 every: float = 0.2) -> Measured:
-    """Run ``cmd`` (inside ``cgroup`` when given) and record its peak memory: its own ru_maxrss,
-    the sampled RSS sum of the tree, the sampled tree PSS (see the module docstring) and the
-    sampled anonymous + shmem PSS."""
-    import psutil
-
-    if cgroup is not None:      # join the cgroup, then become the command
-        cmd = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *cmd]
-    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-    shm0 = _shm_used()
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-    peak = {"rss": 0, "pss": 0, "unshared": 0}
-    done = threading.Event()
-
-    def sample():
-        try:
-            root = psutil.Process(proc.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not done.is_set():
-            rss, roll = 0, {"Pss": 0, "Pss_Anon": 0, "Pss_Shmem": 0}
-            try:
-                for p in [root, *root.children(recursive=True)]:
-                    try:
-                        rss += p.memory_info().rss
-                    except psutil.NoSuchProcess:
-                        continue
-                    r = _rollup(p.pid)
-                    for k in roll:
-                        roll[k] += r[k]
-            except psutil.NoSuchProcess:
-                break
-            shm = max(roll["Pss_Shmem"], _shm_used() - shm0)
-            peak["rss"] = max(peak["rss"], rss)
-            peak["pss"] = max(peak["pss"], roll["Pss"] - roll["Pss_Shmem"] + shm)
-            peak["unshared"] = max(peak["unshared"], roll["Pss_Anon"] + shm)
-            done.wait(every)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    done.set()
-    sampler.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out.seek(0)
-    err.seek(0)
-    return Measured(proc.returncode, wall, usage.ru_maxrss * 1024, peak["rss"], out.read(), err.read(),
-                    peak["pss"], peak["unshared"], _cgroup_peak(cgroup) if cgroup else 0)
 
 
 def _load_child(store: str) -> None:

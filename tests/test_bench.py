@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from bench import record, run_all
-from bench.scale_store import generate, run_measured
+from bench.memory import run_measured
+from bench.scale_store import generate
 from fer_pipeline.store import EmbeddingStore
 from tests.conftest import ROOT
 
