@@ -36,6 +36,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "aligned/CE/aug+": ("aligned", [*CE, "stage1.augment.rotate=10", "stage1.augment.blur=0.2",
                                     "stage1.augment.crop_scale=[0.6,1.0]"]),
     "aligned/CE/64px": ("aligned", [*CE, "stage1.model.img_size=64"]),
+    "aligned/CE/soft/64px": ("aligned", [*CE, "stage1.model.img_size=64", "label_mode=soft"]),
     "aligned/weighted-CE/soft": ("aligned", ["stage1.nla.enabled=true", "stage1.nla.form=weighted_ce",
                                              "stage1.nla.ce_epochs=1", "label_mode=soft"]),
 }
