@@ -19,7 +19,7 @@ github.com/jungyu0413/NLA, ``src/train.py`` and ``src/loss.py``).
   ``lam_paper = 0.5`` by default. The JSD is the official function above (the paper's own
   reduction could not be checked against its full text here; ``jsd_reduction`` chooses). At
   ``lam_paper = 0.5`` this is the release form's arithmetic with its default weights
-  (0.5 CE + 0.5 wCE + 0.5 JSD), which is how the official code instantiates the paper.
+  (0.5 CE + 0.5 wCE + 0.5 JSD), the official code's ``lam_a = lam_b = lam_c = 0.5``.
 - ``weighted_ce`` form (a project variant, not NLA: no consistency term): ``mean((1 + w) * CE)``,
   the V-NAW paper's NAW-CE (its eq. 12) applied to images.
 
@@ -70,9 +70,10 @@ def nla_loss(logits: torch.Tensor, target: torch.Tensor, progress: float, cfg: N
     if cfg.form == "weighted_ce":
         return ((1.0 + w) * ce).mean(), w.detach().mean()
     if cfg.form == "paper":
-        loss, lam_jsd = cfg.lam_paper * ((1.0 + w) * ce).mean(), 1.0 - cfg.lam_paper
+        loss = cfg.lam_paper * ((1.0 + w) * ce).mean()
     else:
-        loss, lam_jsd = cfg.lam_ce * ce.mean() + cfg.lam_naw * (w * ce).mean(), cfg.lam_jsd
+        loss = cfg.lam_ce * ce.mean() + cfg.lam_naw * (w * ce).mean()
+    lam_jsd = cfg.jsd_weight()
     if lam_jsd > 0:
         if logits_flip is None:
             raise ValueError(f"nla.form {cfg.form} needs the logits of the flipped images")

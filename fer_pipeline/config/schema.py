@@ -209,11 +209,15 @@ class NLAConfig(NAWWeightConfig):
     jsd_reduction: Literal["sum", "mean"] = "sum"
     ce_epochs: int = Field(0, ge=0)
 
+    def jsd_weight(self) -> float:
+        """The weight of the form's flip-consistency JSD (0 = none: weighted_ce, or disabled)."""
+        if not self.enabled:
+            return 0.0
+        return {"release": self.lam_jsd, "paper": 1.0 - self.lam_paper}.get(self.form, 0.0)
+
     def needs_flip(self) -> bool:
         """Whether the loss has a consistency term, i.e. needs the logits of flipped images."""
-        if not self.enabled:
-            return False
-        return {"release": self.lam_jsd > 0, "paper": self.lam_paper < 1}.get(self.form, False)
+        return self.jsd_weight() > 0
 
     def grad_through_weight(self) -> bool:
         """All NLA forms compute w from the live softmax (the official code has no detach)."""
