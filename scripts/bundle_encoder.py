@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 CARD = """# {name}: a real-face expression encoder (FERPlus)
 
-A {model} trained from scratch on FERPlus with `fer-pipeline stage1 train` and shipped so that
+A {model} trained on FERPlus with `fer-pipeline stage1 train` ({origin}) and shipped so that
 `fer-pipeline predict VIDEO` gives per-frame expressions on a fresh install (no training, no
 download) and the demo starts from real faces. Select it with `stage1.model.pretrained: bundled`.
 
@@ -36,7 +36,7 @@ download) and the demo starts from real faces. Select it with `stage1.model.pret
 | loss | {loss} |
 | FER2013Valid (majority labels, {n} images) | accuracy **{acc:.2f} %**, macro-F1 over the classes present {f1:.2f} % |
 {aligned_row}| weights | `checkpoint.safetensors`, float16, {mb:.1f} MB, SHA-256 `{sha}` |
-| trained | {date}, {epochs} epochs, {minutes} on a 2-core CPU |
+| trained | {date}, {epochs} epochs, {minutes} on a 2-core CPU{history} |
 
 Per class on FER2013Valid (F1 %): {per_class}.
 
@@ -52,7 +52,7 @@ fer-pipeline stage1 eval --run bundled --out DIR 'stage1.data.sources=[{{format:
 
 A starting point: for fine-tuning on other face data (`stage1.model.pretrained: bundled`), for
 demos, and for frame-level predictions of clearly visible expressions in real video. It is
-small and was trained at 48 px on greyscale FER2013 faces, so it is far from the state of the
+small and was trained at {size} px on{grey_words} FER2013 faces, so it is far from the state of the
 art (FER+ paper: about 84 % on FER2013Test with VGG-13 at 64 px; 88-91 % with pretrained
 backbones): expect confusions between Fear / Surprise and Disgust / Anger, weak Contempt
 (Other), and no knowledge of Aff-Wild2's "Other" beyond contempt. Do not use it to make
@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="FERPlus re-cropped by `fer-pipeline stage0 recrop-ferplus`: also score FER2013Valid there")
     ap.add_argument("--data", default="FERPlus `FER2013Train`, 25,045 images kept by the FER+ majority rule",
                     help="the training data, in words, for the model card")
+    ap.add_argument("--init", default=None, metavar="TEXT",
+                    help="the run was fine-tuned from another encoder: say which, in words, for the model card "
+                         "(e.g. 'the 48 px encoder, 8 epochs, 72 min'); its command goes first in --command")
     ap.add_argument("--name", default=BUNDLED_NAME)
     ap.add_argument("--grayscale", action="store_true",
                     help="record stage1.model.grayscale: true (a model trained on greyscale faces only)")
@@ -120,12 +123,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = [json.loads(x) for x in (args.run / "metrics.jsonl").read_text().splitlines()]
     timing = json.loads((args.run / "timing.json").read_text()) if (args.run / "timing.json").is_file() else {}
     nla = cfg.stage1.nla
-    loss = (f"NLA, {nla.form} form (official code: 0.5 CE + 0.5 w CE + 0.5 JSD with the flipped "
-            f"view)" if nla.form == "release" else "NLA, paper form ((1 + w) CE)") if nla.enabled else "cross-entropy"
+    forms = {"release": "NLA, release form (official code: 0.5 CE + 0.5 w CE + 0.5 JSD with the flipped view)",
+             "paper": f"NLA, paper form ({nla.lam_paper} (1 + w) CE + {1 - nla.lam_paper:g} JSD with the flipped view)",
+             "weighted_ce": "(1 + w) CE, the weighted_ce variant (no consistency term)"}
+    loss = forms[nla.form] if nla.enabled else "cross-entropy"
     per_class = ", ".join(f"{c} {100 * v['f1']:.1f}" for c, v in result["per_class"].items()
                           if v["support"] > 0)
     card = CARD.format(
         name=args.name, model=cfg.stage1.model.name, dim=int(model.num_features),
+        origin=f"fine-tuned from {args.init}" if args.init else "from scratch",
+        history=f", after {args.init}" if args.init else "",
+        grey_words=" greyscale" if cfg.stage1.model.grayscale else "",
         size=cfg.stage1.model.img_size, grey=", turned grey" if cfg.stage1.model.grayscale else "",
         classes=", ".join(CLASSES), loss=loss, n=result["n"],
         acc=100 * result["accuracy"], f1=100 * result["macro_f1"],
