@@ -44,7 +44,7 @@ Per class on FER2013Valid (F1 %): {per_class}.
 
 ```
 {command}
-python scripts/bundle_encoder.py RUN_DIR --ferplus ../shared/data/ferplus --command "..."
+python scripts/bundle_encoder.py RUN_DIR --ferplus ../shared/data/ferplus{aligned_arg} --command "..."
 fer-pipeline stage1 eval --run bundled --out DIR 'stage1.data.sources=[{{format: ferplus, root: ../shared/data/ferplus}}]'{aligned_cmd}
 ```
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         date=_dt.date.today().isoformat(), epochs=len(rows),
         minutes=f"{timing['wall_min']:.0f} min" if timing else f"{sum(r['epoch_s'] for r in rows) / 60:.0f} min",
         per_class=per_class, command=args.command, data=args.data, aligned_row=aligned_row,
-        aligned_cmd=aligned_cmd)
+        aligned_cmd=aligned_cmd, aligned_arg=" --aligned ALIGNED" if aligned else "")
     (out / "MODEL_CARD.md").write_text(card)
     (out / "bundled.json").write_text(json.dumps({
         "name": args.name, "sha256": digest, "encoder_key": key, "model": cfg.stage1.model.name,

@@ -72,3 +72,4 @@ def test_bundle_a_run_then_load_it_as_the_bundled_encoder(tmp_path, monkeypatch)
     per_class = next(line for line in card.splitlines() if line.startswith("Per class"))
     assert "Surprise" in per_class and "Anger" in per_class and "Happiness" not in per_class
     assert "re-cropped by stage 0" not in card     # no --aligned, no aligned row
+    assert "bundle_encoder.py RUN_DIR --ferplus ../shared/data/ferplus --command" in card
